@@ -1,0 +1,42 @@
+// The calibscope native addon: module registration and `info()`.
+#include <napi.h>
+
+#include <thread>
+
+#include "../core/tensor_calibrate.h"
+#include "calibrate_worker.h"
+#include "formats_binding.h"
+
+#ifndef CALIBSCOPE_VERSION
+#define CALIBSCOPE_VERSION "0.0.0"
+#endif
+
+namespace {
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", CALIBSCOPE_VERSION);
+  o.Set("simd", calib::simd_level());
+  o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", false);
+  cuda.Set("available", false);
+  cuda.Set("reason", "this build has no CUDA kernels (CPU backend only)");
+  cuda.Set("devices", Napi::Array::New(env));
+  o.Set("cuda", cuda);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("calibrate", Napi::Function::New(env, Calibrate));
+  exports.Set("roundElements", Napi::Function::New(env, RoundElements));
+  exports.Set("e8m0Cast", Napi::Function::New(env, E8m0Cast));
+  exports.Set("e4m3Decode", Napi::Function::New(env, E4m3Decode));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(calibscope, Init)

@@ -1,0 +1,146 @@
+#include "calibrate_worker.h"
+
+#include <cmath>
+
+#include "../core/tensor_calibrate.h"
+#include "js_convert.h"
+
+using calib_js::coded_error;
+
+namespace {
+
+class CalibrateWorker : public Napi::AsyncWorker {
+ public:
+  CalibrateWorker(Napi::Env env, Napi::Object buffer, Napi::Object control, calib::TensorView view,
+                  calib::CalibParams params)
+      : Napi::AsyncWorker(env, "calibscope.calibrate"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        view_(view),
+        params_(params) {
+    // Keep the weight bytes and the control words alive while the worker threads read them.
+    buffer_ref_ = Napi::Persistent(buffer);
+    if (!control.IsEmpty()) control_ref_ = Napi::Persistent(control);
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      out_ = calib::calibrate_tensor(view_, params_);
+    } catch (const calib::CalibError& e) {
+      code_ = e.code;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "E_OUT_OF_MEMORY";
+      SetError("out of memory while calibrating the tensor");
+    } catch (const std::exception& e) {
+      code_ = "E_INTERNAL";
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("rows", Napi::Number::New(env, double(out_.rows)));
+    r.Set("blocksPerRow", Napi::Number::New(env, double(out_.blocks_per_row)));
+    r.Set("scales", calib_js::to_typed<Napi::Float32Array>(env, out_.scales));
+    if (!out_.codes.empty()) r.Set("codes", calib_js::to_typed<Napi::Uint8Array>(env, out_.codes));
+    if (params_.diagnostics) {
+      r.Set("blockMseBefore", calib_js::to_typed<Napi::Float32Array>(env, out_.block_mse_before));
+      r.Set("blockMseAfter", calib_js::to_typed<Napi::Float32Array>(env, out_.block_mse_after));
+      r.Set("blockOutliers", calib_js::to_typed<Napi::Uint16Array>(env, out_.block_outliers));
+    }
+    r.Set("sumErrBefore", Napi::Number::New(env, out_.sum_err_before));
+    r.Set("sumErrAfter", Napi::Number::New(env, out_.sum_err_after));
+    r.Set("outliers", Napi::Number::New(env, double(out_.outliers)));
+    r.Set("counted", Napi::Number::New(env, double(out_.counted)));
+    r.Set("nonfinite", Napi::Number::New(env, double(out_.nonfinite)));
+    r.Set("firstNonfinite", Napi::Number::New(env, double(out_.first_nonfinite)));
+    r.Set("absmax", Napi::Number::New(env, out_.absmax));
+    r.Set("globalDecode", Napi::Number::New(env, out_.global_decode));
+    deferred_.Resolve(r);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(coded_error(Env(), code_.empty() ? "E_INTERNAL" : code_, e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference buffer_ref_, control_ref_;
+  calib::TensorView view_;
+  calib::CalibParams params_;
+  calib::CalibOutput out_;
+  std::string code_;
+};
+
+bool parse_dtype(const std::string& s, calib::DType* d) {
+  if (s == "F32") *d = calib::DType::F32;
+  else if (s == "F16") *d = calib::DType::F16;
+  else if (s == "BF16") *d = calib::DType::BF16;
+  else return false;
+  return true;
+}
+
+// Reads a non-negative integer option; the native side checks what JS passes, it does not trust it.
+bool get_count(const Napi::Object& o, const char* key, int64_t* out) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) return false;
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9.0e15 || std::floor(d) != d) return false;
+  *out = int64_t(d);
+  return true;
+}
+
+}  // namespace
+
+Napi::Value Calibrate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsObject()) {
+    throw coded_error(env, "E_BAD_ARGUMENT", "calibrate(weights: Uint8Array, options: object)");
+  }
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  Napi::Object o = info[1].As<Napi::Object>();
+
+  calib::TensorView view;
+  view.data = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  view.nbytes = ta.ByteLength();
+  if (!o.Get("dtype").IsString() || !parse_dtype(o.Get("dtype").As<Napi::String>(), &view.dtype))
+    throw coded_error(env, "E_UNSUPPORTED_DTYPE", "dtype must be F32, F16 or BF16");
+  if (!get_count(o, "rows", &view.rows) || !get_count(o, "cols", &view.cols))
+    throw coded_error(env, "E_BAD_ARGUMENT", "rows and cols must be non-negative integers");
+
+  calib::CalibParams p;
+  if (!o.Get("scheme").IsString() || !calib::parse_scheme(o.Get("scheme").As<Napi::String>(), &p.scheme))
+    throw coded_error(env, "E_BAD_FORMAT", "unknown format (fp4, fp8_e4m3, fp8_e5m2, nvfp4, mxfp4, mxfp8)");
+  int64_t bs = 0, threads = 0;
+  if (!get_count(o, "blockSize", &bs) || !calib::engine_block_size_ok(int(bs)) || bs > 4096)
+    throw coded_error(env, "E_BAD_BLOCK_SIZE", "blockSize must be an integer in 1..4096");
+  p.block_size = int(bs);
+  if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
+    if (!get_count(o, "threads", &threads) || threads > 1024)
+      throw coded_error(env, "E_BAD_ARGUMENT", "threads must be an integer in 0..1024");
+  }
+  p.threads = int(threads);
+  std::string search = o.Get("search").IsString() ? std::string(o.Get("search").As<Napi::String>()) : "exact";
+  if (!calib::parse_search(search, &p.search))
+    throw coded_error(env, "E_BAD_ARGUMENT", "search must be exact, ternary or naive");
+  p.allow_nonfinite = calib_js::get_bool(o, "allowNonfinite", false);
+  p.diagnostics = calib_js::get_bool(o, "diagnostics", true);
+
+  Napi::Object control;
+  Napi::Value cv = o.Get("control");
+  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array &&
+      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
+    Napi::Int32Array c = cv.As<Napi::Int32Array>();
+    p.control = c.Data();
+    control = c;
+  }
+
+  auto* w = new CalibrateWorker(env, ta, control, view, p);
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}

@@ -1,0 +1,155 @@
+#include "tensor_calibrate.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "tensor_kernels.h"
+
+namespace calib {
+
+namespace {
+
+// Work is split into chunks of a fixed number of blocks, independent of the thread count; chunk
+// sums are added in chunk order. So results are byte-identical whatever the number of threads.
+constexpr int64_t kChunkBlocks = 1024;
+constexpr int64_t kScanChunk = 1 << 16;
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+#else
+  return false;
+#endif
+}
+
+ScanResult scan(const TensorView& v, int64_t begin, int64_t end) {
+  return cpu_has_avx2() ? isa_avx2::scan_range(v, begin, end) : isa_baseline::scan_range(v, begin, end);
+}
+
+RangeSums run(const KernelJob& job, int64_t b0, int64_t b1) {
+  return cpu_has_avx2() ? isa_avx2::calibrate_range(job, b0, b1) : isa_baseline::calibrate_range(job, b0, b1);
+}
+
+int thread_count(int requested, int64_t chunks) {
+  int hw = int(std::thread::hardware_concurrency());
+  if (hw <= 0) hw = 1;
+  int t = requested > 0 ? requested : hw;
+  t = std::min<int64_t>(t, std::max<int64_t>(1, chunks));
+  return std::max(1, std::min(t, 256));
+}
+
+bool cancelled(const CalibParams& p) {
+  return p.control != nullptr && __atomic_load_n(&p.control[0], __ATOMIC_RELAXED) != 0;
+}
+
+// Runs fn(chunk) for chunks [0, n) on `threads` threads; the first exception wins and stops the rest.
+template <class Fn>
+void parallel_chunks(int64_t n, int threads, const CalibParams& p, Fn fn) {
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto worker = [&]() {
+    try {
+      for (;;) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        if (cancelled(p)) throw CalibError("E_CANCELLED", "calibration cancelled");
+        const int64_t c = next.fetch_add(1);
+        if (c >= n) return;
+        fn(c);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+      failed.store(true);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+bool engine_block_size_ok(int bs) { return bs >= 1 && bs <= 4096; }
+
+const char* simd_level() { return cpu_has_avx2() ? "avx2" : "baseline"; }
+
+CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
+  if (v.rows < 0 || v.cols <= 0 || (v.rows > 0 && v.cols > INT64_MAX / v.rows))
+    throw CalibError("E_BAD_ARGUMENT", "tensor shape must have a positive last dimension");
+  if (!engine_block_size_ok(p.block_size))
+    throw CalibError("E_BAD_ARGUMENT", "block size must be between 1 and 4096, got " + std::to_string(p.block_size));
+  const int64_t numel = v.rows * v.cols;
+  if (numel == 0) throw CalibError("E_EMPTY_TENSOR", "tensor has no elements");
+  if (v.data == nullptr || v.nbytes != size_t(numel) * dtype_size(v.dtype))
+    throw CalibError("E_BAD_ARGUMENT", "buffer holds " + std::to_string(v.nbytes) + " bytes, shape × dtype needs " +
+                                           std::to_string(size_t(numel) * dtype_size(v.dtype)));
+
+  CalibOutput out;
+  const SchemeInfo& info = scheme_info(p.scheme);
+
+  // Pass 1: absmax over finite values and the non-finite census (needed for NVFP4's global scale).
+  const int64_t scan_chunks = (numel + kScanChunk - 1) / kScanChunk;
+  std::vector<ScanResult> scans(static_cast<size_t>(scan_chunks));
+  parallel_chunks(scan_chunks, thread_count(p.threads, scan_chunks), p, [&](int64_t c) {
+    scans[size_t(c)] = scan(v, c * kScanChunk, std::min(numel, (c + 1) * kScanChunk));
+  });
+  for (const ScanResult& s : scans) {
+    out.absmax = std::max(out.absmax, s.absmax);
+    if (s.nonfinite && out.first_nonfinite < 0) out.first_nonfinite = s.first_nonfinite;
+    out.nonfinite += s.nonfinite;
+  }
+  if (out.nonfinite > 0 && !p.allow_nonfinite) {
+    throw CalibError("E_NONFINITE", std::to_string(out.nonfinite) + " non-finite value(s) (NaN or Inf), first at flat index " +
+                                        std::to_string(out.first_nonfinite));
+  }
+
+  KernelJob job{v, p, 0.0f, (v.cols + p.block_size - 1) / p.block_size, &out};
+  if (info.enc == ScaleEnc::E4M3G) {
+    // g = absmax(tensor) / (6·448), so that the largest block's standard scale is E4M3's maximum.
+    float g = out.absmax / (6.0f * 448.0f);
+    if (!(g > 0.0f)) g = 1.0f;  // an all-zero tensor: any scale gives zero error
+    job.global_decode = g;
+    out.global_decode = g;
+  }
+
+  out.rows = v.rows;
+  out.blocks_per_row = job.blocks_per_row;
+  out.blocks = v.rows * job.blocks_per_row;
+  out.scales.assign(size_t(out.blocks), 1.0f);
+  if (info.enc != ScaleEnc::FP32) out.codes.assign(size_t(out.blocks), 0);
+  if (p.diagnostics) {
+    out.block_mse_before.assign(size_t(out.blocks), 0.0f);
+    out.block_mse_after.assign(size_t(out.blocks), 0.0f);
+    out.block_outliers.assign(size_t(out.blocks), 0);
+  }
+
+  // Pass 2: the block search.
+  const int64_t chunks = (out.blocks + kChunkBlocks - 1) / kChunkBlocks;
+  std::vector<RangeSums> sums(static_cast<size_t>(chunks));
+  parallel_chunks(chunks, thread_count(p.threads, chunks), p, [&](int64_t c) {
+    const int64_t b0 = c * kChunkBlocks, b1 = std::min(out.blocks, b0 + kChunkBlocks);
+    sums[size_t(c)] = run(job, b0, b1);
+    if (p.control) __atomic_fetch_add(&p.control[1], int32_t(b1 - b0), __ATOMIC_RELAXED);
+  });
+  for (const RangeSums& s : sums) {
+    out.sum_err_before += s.err_before;
+    out.sum_err_after += s.err_after;
+    out.outliers += s.outliers;
+    out.counted += s.counted;
+  }
+  return out;
+}
+
+}  // namespace calib

@@ -1,0 +1,64 @@
+// Calibrates one weight tensor (viewed as rows × cols) for one scheme and block size, on CPU threads.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "scheme.h"
+
+namespace calib {
+
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+size_t dtype_size(DType d);
+
+// An error with a stable code (E_BAD_ARGUMENT, E_NONFINITE, E_CANCELLED, ...) that crosses to JS.
+struct CalibError : std::runtime_error {
+  std::string code;
+  CalibError(std::string c, const std::string& msg) : std::runtime_error(msg), code(std::move(c)) {}
+};
+
+struct TensorView {
+  const void* data = nullptr;
+  size_t nbytes = 0;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+};
+
+struct CalibParams {
+  Scheme scheme = Scheme::FP4;
+  int block_size = 64;
+  Search search = Search::Exact;
+  int threads = 0;               // 0: all hardware threads
+  bool allow_nonfinite = false;  // NaN/Inf elements are excluded (treated as 0, not counted) instead of rejected
+  bool diagnostics = true;       // per-block MSE before/after and outlier counts
+  // Optional control words shared with the caller: [0] != 0 requests cancellation,
+  // [1] receives the number of blocks done (relaxed atomics).
+  int32_t* control = nullptr;
+};
+
+struct CalibOutput {
+  int64_t rows = 0, blocks_per_row = 0, blocks = 0;
+  std::vector<float> scales;          // multiplier s per block
+  std::vector<uint8_t> codes;         // encoded schemes only
+  std::vector<float> block_mse_before, block_mse_after;
+  std::vector<uint16_t> block_outliers;
+  double sum_err_before = 0.0, sum_err_after = 0.0;
+  uint64_t outliers = 0;
+  uint64_t counted = 0;               // elements in the error sums (numel minus excluded non-finite)
+  uint64_t nonfinite = 0;
+  int64_t first_nonfinite = -1;
+  float absmax = 0.0f;
+  float global_decode = 0.0f;         // NVFP4's g; 0 otherwise
+};
+
+CalibOutput calibrate_tensor(const TensorView& view, const CalibParams& params);
+
+// Validates a block size for a scheme in the engine (the CLI applies the stricter scheme table).
+bool engine_block_size_ok(int block_size);
+
+// Which instruction set the kernels run with on this CPU ("avx2" or "baseline").
+const char* simd_level();
+
+}  // namespace calib
