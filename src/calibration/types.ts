@@ -1,0 +1,83 @@
+// The specification's data types, as they appear in JSON (snake_case): CalibrationResult,
+// ModelCalibrationProfile and CalibrationConfig, plus the fields DESIGN.md adds.
+import type { SchemeName, SearchName } from '../native/index.js';
+
+export type QuantFormat = SchemeName;
+export type ScaleEncoding = 'fp32' | 'e4m3_x_fp32' | 'ue8m0';
+export type BlockPolicy = 'min-mse' | 'bits';
+
+export interface BlockSizeTrial {
+  block_size: number;
+  mse_after: number;
+  bits_per_weight: number;
+}
+
+export interface CalibrationResult {
+  tensor_name: string;
+  format: QuantFormat;
+  block_size: number;
+  mse_before: number;
+  mse_after: number;
+  improvement_ratio: number;
+  outlier_count: number;
+  shape: number[];
+  numel: number;
+  scale_encoding: ScaleEncoding;
+  bits_per_weight: number;
+  dtype: string;
+  search: SearchName;
+  /** Every block size that was tried, for the block-size policy's audit trail. */
+  block_sizes_tried: BlockSizeTrial[];
+  /** Non-finite elements excluded under --allow-nonfinite (0 otherwise). */
+  nonfinite_excluded: number;
+  /** NVFP4: the per-tensor decode scale g. */
+  global_scale?: number;
+}
+
+export interface CalibrationConfig {
+  format: QuantFormat;
+  block_sizes: number[];
+  num_calibration_samples: number;
+  semantic_test_queries: string[];
+  mse_threshold: number | null;
+  correlation_threshold: number;
+  block_policy: BlockPolicy;
+  /** `bits` policy: a block size qualifies when its MSE is within this relative tolerance of the best. */
+  bits_tolerance: number;
+  search: SearchName;
+  include: string[];
+  exclude: string[];
+  allow_nonfinite: boolean;
+}
+
+export interface SkippedTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  reason: string;
+}
+
+export interface SignOff {
+  reviewer: string;
+  decision: 'approved' | 'rejected';
+  note: string;
+  time: string;
+  content_hash: string;
+}
+
+export interface ModelCalibrationProfile {
+  model_id: string;
+  format: QuantFormat;
+  timestamp: string;
+  tensor_calibrations: Record<string, CalibrationResult>;
+  overall_mse: number;
+  overall_mse_before: number;
+  semantic_correlation: number | null;
+  golden_checkpoint_hash: string;
+  config: CalibrationConfig;
+  calibscope_version: string;
+  profile_format_version: number;
+  skipped_tensors: SkippedTensor[];
+  scales_sha256: string | null;
+  review: SignOff | null;
+}
