@@ -18,7 +18,14 @@
 #include "elem_format.h"
 #include "scheme.h"
 
+#ifndef CALIB_ISA_NS
+#error "block_search.h is compiled per instruction set: include it through tensor_kernels.inc"
+#endif
+
+// Everything here lives in the per-ISA namespace, so the AVX2 and baseline copies of these inline
+// functions never get merged by the linker (which could run AVX2 code on a CPU without it).
 namespace calib {
+namespace CALIB_ISA_NS {
 
 struct BlockEval {
   double err;
@@ -70,8 +77,56 @@ struct SweepEvent {
 };
 
 struct Scratch {
-  std::vector<SweepEvent> events;
+  std::vector<SweepEvent> events, sorted;  // grown once, never shrunk: no per-block allocation
+  std::vector<uint32_t> bucket_start;
+  std::vector<int> kidx;
+  size_t count = 0;                        // events in use
 };
+
+// Sorts events by t: counting sort into buckets uniform over [t_lo, t_hi], then insertion sort,
+// which only has to fix the order inside each bucket. About 4 events per bucket: linear time.
+inline void sort_events(Scratch& sc, double t_lo, double t_hi) {
+  const size_t n = sc.count;
+  if (n < 2) return;
+  size_t nb = 1;
+  while (nb < n) nb <<= 1;
+  const double inv = double(nb) / (t_hi - t_lo);
+  if (sc.bucket_start.size() < nb + 1) sc.bucket_start.resize(nb + 1);
+  std::fill(sc.bucket_start.begin(), sc.bucket_start.begin() + long(nb + 1), 0u);
+  auto bucket = [&](double t) {
+    const double f = (t - t_lo) * inv;
+    return f <= 0.0 ? size_t(0) : std::min(nb - 1, size_t(f));
+  };
+  const SweepEvent* in = sc.events.data();
+  for (size_t i = 0; i < n; ++i) ++sc.bucket_start[bucket(in[i].t) + 1];
+  for (size_t b = 0; b < nb; ++b) sc.bucket_start[b + 1] += sc.bucket_start[b];
+  if (sc.sorted.size() < sc.events.size()) sc.sorted.resize(sc.events.size());
+  for (size_t i = 0; i < n; ++i) sc.sorted[sc.bucket_start[bucket(in[i].t)]++] = in[i];
+  SweepEvent* a = sc.sorted.data();
+  for (size_t i = 1; i < n; ++i) {
+    const SweepEvent v = a[i];
+    size_t j = i;
+    while (j > 0 && a[j - 1].t > v.t) {
+      a[j] = a[j - 1];
+      --j;
+    }
+    a[j] = v;
+  }
+  sc.events.swap(sc.sorted);
+}
+
+// Number of midpoints mid[1..K] below y (strictly, or <= y): a linear scan for the small E2M1
+// grid, binary search for the FP8 grids.
+template <bool kStrict>
+inline int count_mids(const double* mid, int K, double y) {
+  if (K <= 8) {
+    int c = 0;
+    for (int k = 1; k <= K; ++k) c += kStrict ? (mid[k] < y) : (mid[k] <= y);
+    return c;
+  }
+  return kStrict ? int(std::lower_bound(mid + 1, mid + K + 1, y) - (mid + 1))
+                 : int(std::upper_bound(mid + 1, mid + K + 1, y) - (mid + 1));
+}
 
 inline float block_absmax(const float* x, int n) {
   float m = 0.0f;
@@ -91,60 +146,78 @@ inline double exact_decode_scale(const float* x, int n, float amax, double err_n
   const int K = g.K;
   const double* val = g.value.data();
   const double* mid = g.mid.data();
+  const double* inv_mid = g.inv_mid.data();
   const double t0 = double(amax) / double(F::kMax);
   const double t_hi = 2.0 * t0;
   double t_lo = (double(amax) - std::sqrt(err_naive) * (1.0 + 1e-9)) / double(F::kMax);
   if (!(t_lo > 0.0)) t_lo = 0.0;
+  const double inv_t_hi = 1.0 / t_hi;
+  const double inv_t_lo = t_lo > 0.0 ? 1.0 / t_lo : 0.0;
 
-  sc.events.clear();
+  // Event times use reciprocal products: a rounding difference can only reorder events that are
+  // within an ulp of each other, and a misplaced event can only overestimate E (any assignment other
+  // than nearest rounding has more error), never produce a value that is not achievable.
+  if (sc.events.size() < size_t(n) * size_t(K)) sc.events.resize(size_t(n) * size_t(K));
+  if (sc.kidx.size() < size_t(2 * n)) sc.kidx.resize(size_t(2 * n));
+  int* k_hi = sc.kidx.data();
+  int* k_lo = k_hi + n;
+  // Grid index just above t_lo (all midpoints lie below a/t_lo when t_lo is 0) and the count of
+  // midpoints at or below a/t_hi: the element's events are the midpoints in between.
+  if (K <= 8) {
+    // E2M1: branch-free counting across elements, which vectorizes.
+    for (int i = 0; i < n; ++i) k_hi[i] = 0, k_lo[i] = 0;
+    for (int k = 1; k <= K; ++k) {
+      const double m = mid[k];
+      for (int i = 0; i < n; ++i) {
+        const double a = std::fabs(double(x[i]));
+        k_hi[i] += (t_lo == 0.0 || m < a * inv_t_lo) ? 1 : 0;
+        k_lo[i] += m <= a * inv_t_hi ? 1 : 0;
+      }
+    }
+  } else {
+    for (int i = 0; i < n; ++i) {
+      const double a = std::fabs(double(x[i]));
+      k_hi[i] = t_lo == 0.0 ? K : count_mids<true>(mid, K, a * inv_t_lo);
+      k_lo[i] = count_mids<false>(mid, K, a * inv_t_hi);
+    }
+  }
+  SweepEvent* ev = sc.events.data();
+  size_t ne = 0;
   double A = 0.0, B = 0.0, C = 0.0;
   for (int i = 0; i < n; ++i) {
     const double a = std::fabs(double(x[i]));
     if (a == 0.0) continue;
     C += a * a;
-    const double y_lo = a / t_hi;
-    // k_hi: midpoints strictly below a/t_lo (all of them when t_lo is 0) = the grid index just above t_lo.
-    int k_hi, k_lo;
-    if (t_lo == 0.0) {
-      k_hi = K;
-    } else {
-      const double y_hi = a / t_lo;
-      k_hi = int(std::lower_bound(mid + 1, mid + K + 1, y_hi) - (mid + 1));
-    }
-    k_lo = int(std::upper_bound(mid + 1, mid + K + 1, y_lo) - (mid + 1));  // midpoints <= y_lo
-    const double q = val[k_hi];
+    const double q = val[k_hi[i]];
     A += q * q;
     B += a * q;
-    for (int k = k_hi; k > k_lo; --k) {
-      SweepEvent e;
-      e.t = a / mid[k];
-      e.dA = float(val[k - 1] * val[k - 1] - val[k] * val[k]);
-      e.dB = float(a * (val[k - 1] - val[k]));
-      sc.events.push_back(e);
+    for (int k = k_hi[i]; k > k_lo[i]; --k) {
+      ev[ne].t = a * inv_mid[k];
+      ev[ne].dA = g.d_sq[k];
+      ev[ne].dB = float(a * g.d_val[k]);
+      ++ne;
     }
   }
-  std::sort(sc.events.begin(), sc.events.end(),
-            [](const SweepEvent& p, const SweepEvent& q) { return p.t < q.t; });
+  sc.count = ne;
+  sort_events(sc, t_lo, t_hi);
+  ev = sc.events.data();
 
   double best_e = std::numeric_limits<double>::infinity(), best_t = t0;
   double t_prev = t_lo;
-  auto consider = [&](double t_end) {
+  for (size_t j = 0; j <= ne; ++j) {
+    const double t_end = j < ne ? ev[j].t : t_hi;
     double t = A > 0.0 ? B / A : t_prev;
     t = std::min(std::max(t, t_prev), t_end);
-    if (t <= 0.0) return;
     const double e = (A * t - 2.0 * B) * t + C;
-    if (e < best_e) {
-      best_e = e;
-      best_t = t;
+    const bool better = t > 0.0 && e < best_e;  // branch-free: this is taken unpredictably
+    best_t = better ? t : best_t;
+    best_e = better ? e : best_e;
+    t_prev = t_end;
+    if (j < ne) {
+      A += ev[j].dA;
+      B += ev[j].dB;
     }
-  };
-  for (const SweepEvent& e : sc.events) {
-    if (e.t > t_prev) consider(e.t);
-    A += e.dA;
-    B += e.dB;
-    t_prev = std::max(t_prev, e.t);
   }
-  consider(t_hi);
   return best_t;
 }
 
@@ -319,4 +392,5 @@ inline BlockResult search_mx(const float* x, int n, Search mode) {
   return r;
 }
 
+}  // namespace CALIB_ISA_NS
 }  // namespace calib

@@ -55,7 +55,15 @@ Grid make_grid(int mant_bits, int emin, double max) {
   }
   g.K = int(g.value.size()) - 1;
   g.mid.assign(g.value.size(), 0.0);
-  for (int k = 1; k <= g.K; ++k) g.mid[k] = 0.5 * (g.value[k - 1] + g.value[k]);
+  g.inv_mid.assign(g.value.size(), 0.0);
+  g.d_sq.assign(g.value.size(), 0.0f);
+  g.d_val.assign(g.value.size(), 0.0);
+  for (int k = 1; k <= g.K; ++k) {
+    g.mid[k] = 0.5 * (g.value[k - 1] + g.value[k]);
+    g.inv_mid[k] = 1.0 / g.mid[k];
+    g.d_sq[k] = float(g.value[k - 1] * g.value[k - 1] - g.value[k] * g.value[k]);
+    g.d_val[k] = g.value[k - 1] - g.value[k];
+  }
   return g;
 }
 

@@ -10,12 +10,12 @@
 
 namespace calib {
 
-inline float bits_to_float(uint32_t u) {
+__attribute__((always_inline)) inline float bits_to_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
-inline uint32_t float_to_bits(float f) {
+__attribute__((always_inline)) inline uint32_t float_to_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   return u;
@@ -58,8 +58,9 @@ struct FP16 {
 // Rounds a > = 0 (finite or +inf) to the format: branch-free so that loops over it vectorize.
 // Subnormal range: adding a constant whose ulp is the subnormal spacing makes the FPU do the RNE.
 // Normal range: RNE on the float's bit pattern at the format's mantissa width.
+// Always inlined: it is compiled into each instruction-set variant of the kernels.
 template <class F>
-inline float round_abs(float a) {
+__attribute__((always_inline)) inline float round_abs(float a) {
   constexpr float kMinNormal = pow2f(F::kEmin);
   constexpr float kMagic = pow2f(F::kEmin - F::kMantBits + 23);
   constexpr int kShift = 23 - F::kMantBits;
@@ -88,6 +89,9 @@ int elem_bits(Elem e);
 struct Grid {
   std::vector<double> value;  // value[0] = 0 ... value[K] = max
   std::vector<double> mid;    // mid[k] between value[k-1] and value[k], k = 1..K; mid[0] unused
+  std::vector<double> inv_mid;  // 1 / mid[k]
+  std::vector<float> d_sq;      // value[k-1]² − value[k]² (exact in float for these formats)
+  std::vector<double> d_val;    // value[k-1] − value[k]
   int K = 0;
 };
 const Grid& grid_of(Elem e);

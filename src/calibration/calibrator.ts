@@ -1,0 +1,194 @@
+// The specification's QuantizationCalibrator: calibrate one tensor or a whole checkpoint,
+// streaming tensors one at a time (the next one is read while the current one is searched).
+import { checkpointHash } from '../checkpoints/hash.js';
+import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
+import { ProfileWriter } from '../profiles/profile_writer.js';
+import { CalibscopeError } from '../util/errors.js';
+import { CALIBSCOPE_VERSION, PROFILE_FORMAT_VERSION } from '../version.js';
+import { makeConfig, type ConfigInput } from './config.js';
+import { calibrateTensorData, chooseBlockSize, type RunOptions, type TensorCalibration, type TensorData } from './tensor_calibration.js';
+import { TensorFilter } from './tensor_filter.js';
+import type { CalibrationConfig, CalibrationResult, ModelCalibrationProfile, SkippedTensor } from './types.js';
+
+export interface ModelProgress {
+  /** Tensors finished / to calibrate. */
+  tensorsDone: number;
+  tensorsTotal: number;
+  /** Elements finished / to calibrate: the fraction to show. */
+  elementsDone: number;
+  elementsTotal: number;
+  tensor: string | null;
+}
+
+export interface CalibrateModelOptions {
+  threads?: number;
+  diagnostics?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: ModelProgress) => void;
+  /** Called once per calibrated tensor, in checkpoint order. */
+  onTensor?: (tc: TensorCalibration) => void;
+  /** Where to write the profile folder; nothing is written when omitted. */
+  outDir?: string;
+}
+
+export interface CalibratedModel {
+  profile: ModelCalibrationProfile;
+  /** The profile folder, when one was written. */
+  profilePath: string | null;
+}
+
+function checkCancelled(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'calibration cancelled');
+}
+
+export class QuantizationCalibrator {
+  readonly config: CalibrationConfig;
+  private readonly filter: TensorFilter;
+
+  constructor(config: CalibrationConfig | ConfigInput) {
+    this.config = makeConfig(config as ConfigInput);
+    this.filter = new TensorFilter(this.config.include, this.config.exclude);
+  }
+
+  /** Calibrates one tensor with the block-size grid search. */
+  calibrateTensor(tensor: TensorData, opts: RunOptions = {}): Promise<TensorCalibration> {
+    return calibrateTensorData(tensor, this.config, opts);
+  }
+
+  /** The block size the config's policy picks for this tensor. */
+  async findOptimalBlockSize(tensor: TensorData, opts: RunOptions = {}): Promise<number> {
+    const tc = await calibrateTensorData(tensor, this.config, { ...opts, diagnostics: false });
+    return chooseBlockSize(tc.result.block_sizes_tried, this.config.block_policy, this.config.bits_tolerance);
+  }
+
+  /** Mean squared error between an original and a dequantized tensor, accumulated in float64. */
+  computeMse(original: ArrayLike<number>, dequantized: ArrayLike<number>): number {
+    if (original.length !== dequantized.length) {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `length mismatch: ${original.length} vs ${dequantized.length}`);
+    }
+    if (original.length === 0) return 0;
+    let sum = 0;
+    for (let i = 0; i < original.length; i++) {
+      const d = original[i] - dequantized[i];
+      sum += d * d;
+    }
+    return sum / original.length;
+  }
+
+  /** Calibrates every quantizable tensor of a checkpoint (a path or an opened one). */
+  async calibrateModel(model: string | Checkpoint, opts: CalibrateModelOptions = {}): Promise<CalibratedModel> {
+    const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
+    const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
+    try {
+      const hashBefore = await checkpointHash(ckpt);
+      const { todo, skipped } = this.plan(ckpt);
+      const source = (t: TensorInfo) => t.file;
+      const progress: ModelProgress = {
+        tensorsDone: 0,
+        tensorsTotal: todo.length,
+        elementsDone: 0,
+        elementsTotal: todo.reduce((a, t) => a + t.numel, 0),
+        tensor: null,
+      };
+      opts.onProgress?.(progress);
+
+      const results: Record<string, CalibrationResult> = {};
+      let sumBefore = 0;
+      let sumAfter = 0;
+      let counted = 0;
+      // Read-ahead of one tensor: I/O for tensor i+1 overlaps the search of tensor i.
+      let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0]) : null;
+      for (let i = 0; i < todo.length; i++) {
+        checkCancelled(opts.signal);
+        const info = todo[i];
+        const data = await next!;
+        next = i + 1 < todo.length ? ckpt.readTensor(todo[i + 1]) : null;
+        next?.catch(() => undefined); // surfaced when awaited
+        progress.tensor = info.name;
+        const base = progress.elementsDone;
+        const tc = await calibrateTensorData(
+          { name: info.name, dtype: info.dtype, shape: info.shape, data },
+          this.config,
+          {
+            threads: opts.threads,
+            diagnostics: opts.diagnostics,
+            signal: opts.signal,
+            onProgress: (f) => {
+              progress.elementsDone = base + f * info.numel;
+              opts.onProgress?.(progress);
+            },
+          },
+          source(info),
+        );
+        results[info.name] = tc.result;
+        const n = tc.result.numel - tc.result.nonfinite_excluded;
+        sumBefore += tc.result.mse_before * n;
+        sumAfter += tc.result.mse_after * n;
+        counted += n;
+        await writer?.add(tc);
+        opts.onTensor?.(tc);
+        progress.tensorsDone = i + 1;
+        progress.elementsDone = base + info.numel;
+        opts.onProgress?.(progress);
+      }
+      checkCancelled(opts.signal);
+      if (todo.length === 0) {
+        throw new CalibscopeError(
+          'E_NOTHING_TO_CALIBRATE',
+          `${ckpt.files.join(', ')}: no tensor to calibrate` +
+            (skipped.length ? ` (${skipped.length} skipped: ${[...new Set(skipped.map((s) => s.reason))].join('; ')})` : ''),
+          { skipped },
+        );
+      }
+      // A checkpoint that changed while it was read must not get a profile under either hash.
+      const hashAfter = await checkpointHash(ckpt);
+      if (hashAfter !== hashBefore) {
+        throw new CalibscopeError('E_BAD_CHECKPOINT', `${ckpt.root}: the checkpoint changed during calibration; run again`, {
+          hash_before: hashBefore,
+          hash_after: hashAfter,
+        });
+      }
+      const profile: ModelCalibrationProfile = {
+        model_id: ckpt.modelId,
+        format: this.config.format,
+        timestamp: new Date().toISOString(),
+        tensor_calibrations: results,
+        overall_mse: counted > 0 ? sumAfter / counted : 0,
+        overall_mse_before: counted > 0 ? sumBefore / counted : 0,
+        semantic_correlation: null,
+        golden_checkpoint_hash: hashBefore,
+        config: this.config,
+        calibscope_version: CALIBSCOPE_VERSION,
+        profile_format_version: PROFILE_FORMAT_VERSION,
+        skipped_tensors: skipped,
+        scales_sha256: null,
+        review: null,
+      };
+      if (!writer) return { profile, profilePath: null };
+      const final = await writer.finish(profile, {
+        format: this.config.format,
+        model_id: ckpt.modelId,
+        golden_checkpoint_hash: hashBefore,
+        calibscope_version: CALIBSCOPE_VERSION,
+      });
+      return { profile: final, profilePath: writer.outDir };
+    } catch (err) {
+      await writer?.abort();
+      throw err;
+    } finally {
+      if (typeof model === 'string') await ckpt.close();
+    }
+  }
+
+  /** Splits the checkpoint's tensors into those to calibrate and those reported as skipped. */
+  plan(ckpt: Checkpoint): { todo: TensorInfo[]; skipped: SkippedTensor[] } {
+    const todo: TensorInfo[] = [];
+    const skipped: SkippedTensor[] = [];
+    for (const t of ckpt.tensors) {
+      const d = this.filter.decide(t.name, t.dtype, t.shape);
+      if (d.quantize) todo.push(t);
+      else skipped.push({ name: t.name, dtype: t.dtype, shape: t.shape, reason: d.reason });
+    }
+    return { todo, skipped };
+  }
+}

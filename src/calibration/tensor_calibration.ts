@@ -1,0 +1,179 @@
+// One tensor: run the native search for every candidate block size, then pick one by policy.
+import { native, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
+import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import { bitsPerWeight, schemeFor, type SchemeSpec } from './schemes.js';
+import type { BlockPolicy, BlockSizeTrial, CalibrationConfig, CalibrationResult } from './types.js';
+
+export interface TensorData {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** Raw little-endian element bytes (F32, F16 or BF16). */
+  data: Uint8Array;
+}
+
+/** A calibration with its per-block arrays (rows × blocksPerRow, row-major). */
+export interface TensorCalibration {
+  result: CalibrationResult;
+  rows: number;
+  blocksPerRow: number;
+  scales: Float32Array;
+  codes?: Uint8Array;
+  globalScale?: number;
+  blockMseBefore?: Float32Array;
+  blockMseAfter?: Float32Array;
+  blockOutliers?: Uint16Array;
+}
+
+export interface RunOptions {
+  threads?: number;
+  diagnostics?: boolean;
+  signal?: AbortSignal;
+  /** Called with the fraction of this tensor's work done (0..1), a few times a second. */
+  onProgress?: (fraction: number) => void;
+}
+
+export function rowsCols(shape: readonly number[]): { rows: number; cols: number } {
+  if (shape.length === 0) return { rows: 1, cols: 1 };
+  const cols = shape[shape.length - 1];
+  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  return { rows, cols };
+}
+
+/** Chooses among block-size trials: `min-mse` takes the least MSE (ties: the larger block);
+ *  `bits` takes the largest block whose MSE is within `tolerance` of the least. */
+export function chooseBlockSize(trials: readonly BlockSizeTrial[], policy: BlockPolicy, tolerance: number): number {
+  if (trials.length === 0) throw new CalibscopeError('E_INTERNAL', 'no block size was tried');
+  const best = Math.min(...trials.map((t) => t.mse_after));
+  if (policy === 'min-mse') {
+    return Math.max(...trials.filter((t) => t.mse_after === best).map((t) => t.block_size));
+  }
+  const limit = best * (1 + tolerance);
+  return Math.max(...trials.filter((t) => t.mse_after <= limit).map((t) => t.block_size));
+}
+
+async function runNative(
+  t: TensorData,
+  scheme: SchemeSpec,
+  blockSize: number,
+  config: CalibrationConfig,
+  opts: RunOptions,
+  progress: (done: number) => void,
+): Promise<NativeCalibrateResult> {
+  const { rows, cols } = rowsCols(t.shape);
+  const control = new Int32Array(2);
+  const onAbort = () => Atomics.store(control, 0, 1);
+  opts.signal?.addEventListener('abort', onAbort);
+  if (opts.signal?.aborted) onAbort();
+  const timer = setInterval(() => progress(Atomics.load(control, 1)), 100);
+  try {
+    return await native().calibrate(t.data, {
+      dtype: t.dtype as NativeDType,
+      rows,
+      cols,
+      scheme: scheme.name,
+      blockSize,
+      search: config.search,
+      threads: opts.threads ?? 0,
+      allowNonfinite: config.allow_nonfinite,
+      diagnostics: opts.diagnostics ?? true,
+      control,
+    });
+  } finally {
+    clearInterval(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function describeNativeError(err: unknown, t: TensorData, source: string): CalibscopeError {
+  const e = asCalibscopeError(err);
+  const details: Record<string, unknown> = { ...e.details, tensor: t.name, file: source };
+  let message = e.message;
+  if (e.code === 'E_NONFINITE') {
+    const m = /(\d+) non-finite.*flat index (\d+)/.exec(e.message);
+    if (m) {
+      const { cols } = rowsCols(t.shape);
+      const flat = Number(m[2]);
+      details.count = Number(m[1]);
+      details.first_index = flat;
+      details.first_position = [Math.floor(flat / cols), flat % cols];
+      message = `${source}: tensor ${t.name} has ${m[1]} non-finite value(s) (NaN/Inf), first at [${Math.floor(flat / cols)}, ${flat % cols}]; use --allow-nonfinite to exclude them`;
+    }
+  } else if (e.code !== 'E_CANCELLED') {
+    message = `${source}: tensor ${t.name}: ${e.message}`;
+  }
+  return new CalibscopeError(e.code, message, details);
+}
+
+/** Calibrates one tensor over the config's block sizes. `source` names the file in messages. */
+export async function calibrateTensorData(
+  t: TensorData,
+  config: CalibrationConfig,
+  opts: RunOptions = {},
+  source = '<memory>',
+): Promise<TensorCalibration> {
+  const scheme = schemeFor(config.format);
+  const { rows, cols } = rowsCols(t.shape);
+  const numel = rows * cols;
+  if (numel === 0) {
+    throw new CalibscopeError('E_EMPTY_TENSOR', `${source}: tensor ${t.name} is empty (shape [${t.shape.join(', ')}])`, {
+      tensor: t.name,
+      file: source,
+    });
+  }
+  const sizes = config.block_sizes;
+  // Progress in blocks over all block sizes of this tensor.
+  const totalBlocks = sizes.reduce((acc, b) => acc + rows * Math.ceil(cols / b), 0);
+  let doneBefore = 0;
+  const trials: { size: number; r: NativeCalibrateResult }[] = [];
+  for (const size of sizes) {
+    let r: NativeCalibrateResult;
+    try {
+      r = await runNative(t, scheme, size, config, opts, (d) => opts.onProgress?.((doneBefore + d) / totalBlocks));
+    } catch (err) {
+      throw describeNativeError(err, t, source);
+    }
+    doneBefore += rows * Math.ceil(cols / size);
+    opts.onProgress?.(doneBefore / totalBlocks);
+    trials.push({ size, r });
+  }
+  const mse = (r: NativeCalibrateResult) => (r.counted > 0 ? r.sumErrAfter / r.counted : 0);
+  const tried: BlockSizeTrial[] = trials.map(({ size, r }) => ({
+    block_size: size,
+    mse_after: mse(r),
+    bits_per_weight: bitsPerWeight(scheme, size, numel),
+  }));
+  const chosen = chooseBlockSize(tried, config.block_policy, config.bits_tolerance);
+  const { r } = trials.find((x) => x.size === chosen)!;
+  const mseBefore = r.counted > 0 ? r.sumErrBefore / r.counted : 0;
+  const mseAfter = mse(r);
+  const result: CalibrationResult = {
+    tensor_name: t.name,
+    format: scheme.name,
+    block_size: chosen,
+    mse_before: mseBefore,
+    mse_after: mseAfter,
+    improvement_ratio: mseAfter === 0 ? (mseBefore === 0 ? 1 : Number.POSITIVE_INFINITY) : mseBefore / mseAfter,
+    outlier_count: r.outliers,
+    shape: [...t.shape],
+    numel,
+    scale_encoding: scheme.scaleEncoding,
+    bits_per_weight: bitsPerWeight(scheme, chosen, numel),
+    dtype: t.dtype,
+    search: config.search,
+    block_sizes_tried: tried,
+    nonfinite_excluded: r.nonfinite,
+  };
+  if (scheme.scaleEncoding === 'e4m3_x_fp32') result.global_scale = r.globalDecode;
+  return {
+    result,
+    rows: r.rows,
+    blocksPerRow: r.blocksPerRow,
+    scales: r.scales,
+    codes: r.codes,
+    globalScale: scheme.scaleEncoding === 'e4m3_x_fp32' ? r.globalDecode : undefined,
+    blockMseBefore: r.blockMseBefore,
+    blockMseAfter: r.blockMseAfter,
+    blockOutliers: r.blockOutliers,
+  };
+}

@@ -1,0 +1,77 @@
+// A small, strict argument parser: --flag, --key value, --key=value, positionals. Unknown flags are
+// errors (a typo must not silently change a calibration).
+import { CalibscopeError } from '../util/errors.js';
+
+export interface OptionSpec {
+  /** 'boolean' flags take no value; 'string' options take one. */
+  [name: string]: 'boolean' | 'string';
+}
+
+export interface ParsedArgs {
+  positionals: string[];
+  options: Record<string, string | boolean | undefined>;
+}
+
+export function parseArgs(argv: readonly string[], spec: OptionSpec): ParsedArgs {
+  const positionals: string[] = [];
+  const options: Record<string, string | boolean | undefined> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('--') || a === '-') {
+      positionals.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
+    const kind = spec[name];
+    if (!kind) throw new CalibscopeError('E_BAD_ARGUMENT', `unknown option --${name}`);
+    if (kind === 'boolean') {
+      if (eq >= 0) throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} takes no value`);
+      options[name] = true;
+    } else {
+      const value = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+      if (value === undefined || (eq < 0 && value.startsWith('--'))) {
+        throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} needs a value`);
+      }
+      options[name] = value;
+    }
+  }
+  return { positionals, options };
+}
+
+export function intOption(v: string | boolean | undefined, name: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be an integer in ${min}..${max}, got "${String(v)}"`);
+  }
+  return n;
+}
+
+export function numberOption(v: string | boolean | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be a number, got "${String(v)}"`);
+  }
+  return n;
+}
+
+export function listOption(v: string | boolean | undefined, name: string): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} needs a value`);
+  return v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+export function blockSizesOption(v: string | boolean | undefined): number[] | undefined {
+  const items = listOption(v, 'block-sizes');
+  if (!items) return undefined;
+  return items.map((s) => {
+    if (!/^\d+$/.test(s)) throw new CalibscopeError('E_BAD_BLOCK_SIZE', `--block-sizes: "${s}" is not a positive integer`);
+    return Number(s);
+  });
+}

@@ -1,0 +1,19 @@
+// `calibscope quickstart` (what `npm start` runs): calibrate the bundled example model, a small
+// BERT encoder in Hugging Face layout, to NVFP4 and FP4 and show the results.
+import path from 'node:path';
+import { calibrateCommand } from './calibrate.js';
+import type { CommandContext } from '../context.js';
+
+export const EXAMPLE_MODEL = path.resolve(__dirname, '..', '..', '..', '..', 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
+
+export async function quickstartCommand(argv: string[], ctx: CommandContext): Promise<number> {
+  ctx.out(`calibscope quickstart: calibrating the example model ${path.relative(process.cwd(), EXAMPLE_MODEL) || EXAMPLE_MODEL}\n`);
+  for (const format of ['nvfp4', 'fp4']) {
+    ctx.out(`== ${format} ==`);
+    const code = await calibrateCommand([EXAMPLE_MODEL, '--format', format, ...argv], ctx);
+    if (code !== 0) return code;
+    ctx.out('');
+  }
+  ctx.out('Next: calibscope calibrate <your model folder> --format nvfp4   (calibscope --help for all options)');
+  return 0;
+}

@@ -1,0 +1,74 @@
+// The `calibscope` command line: dispatch, error reporting and exit codes.
+//   0 success · 1 failure · 2 bad usage or input arguments · 130 cancelled (Ctrl-C)
+import { asCalibscopeError, type CalibscopeError } from '../util/errors.js';
+import { CALIBSCOPE_VERSION } from '../version.js';
+import { CALIBRATE_HELP, calibrateCommand } from './commands/calibrate.js';
+import { infoCommand } from './commands/info.js';
+import { quickstartCommand } from './commands/quickstart.js';
+import type { CommandContext } from './context.js';
+
+const HELP = `calibscope ${CALIBSCOPE_VERSION}: MSE-optimal block scales for FP8/FP4 weight quantization
+
+usage:
+  calibscope calibrate <model> --format F [options]   calibrate a checkpoint, write its profile
+  calibscope info [--json]                            version, threads, SIMD, CUDA
+  calibscope quickstart                               calibrate the bundled example model
+
+${CALIBRATE_HELP}`;
+
+type Command = (argv: string[], ctx: CommandContext) => Promise<number>;
+const COMMANDS: Record<string, Command> = {
+  calibrate: calibrateCommand,
+  info: infoCommand,
+  quickstart: quickstartCommand,
+};
+
+const USAGE_CODES = new Set(['E_BAD_ARGUMENT', 'E_BAD_FORMAT', 'E_BAD_BLOCK_SIZE']);
+
+export function exitCodeFor(e: CalibscopeError): number {
+  if (e.code === 'E_CANCELLED') return 130;
+  return USAGE_CODES.has(e.code) ? 2 : 1;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const controller = new AbortController();
+  const onSigint = () => {
+    if (controller.signal.aborted) process.exit(130); // a second Ctrl-C: stop at once
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const ctx: CommandContext = {
+    json: argv.includes('--json'),
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    signal: controller.signal,
+  };
+  try {
+    const [name, ...rest] = argv;
+    if (!name || name === '--help' || name === '-h' || name === 'help') {
+      ctx.out(HELP);
+      return name ? 0 : 2;
+    }
+    if (name === '--version' || name === '-v') {
+      ctx.out(CALIBSCOPE_VERSION);
+      return 0;
+    }
+    const cmd = COMMANDS[name];
+    if (!cmd) {
+      ctx.err(`calibscope: unknown command "${name}"\n\n${HELP}`);
+      return 2;
+    }
+    if (rest.includes('--help') || rest.includes('-h')) {
+      ctx.out(HELP);
+      return 0;
+    }
+    return await cmd(rest, ctx);
+  } catch (err) {
+    const e = asCalibscopeError(err);
+    if (ctx.json) ctx.out(JSON.stringify({ error: e.toJSON() }));
+    else ctx.err(`calibscope: error ${e.code}: ${e.message}`);
+    return exitCodeFor(e);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

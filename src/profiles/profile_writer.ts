@@ -1,0 +1,192 @@
+// Writes a profile folder (profile.json, scales.safetensors, diagnostics.safetensors) atomically:
+// everything goes into a temporary sibling folder that is renamed into place only when complete,
+// so a failed or cancelled run never leaves a half-written profile. Per-tensor arrays are spooled
+// to disk as tensors finish, so memory stays bounded by one tensor, not by the model.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TensorCalibration } from '../calibration/tensor_calibration.js';
+import type { ModelCalibrationProfile } from '../calibration/types.js';
+import { SafetensorsStreamWriter, type TensorSpec } from '../checkpoints/safetensors_writer.js';
+import { fsyncDir, writeFileAtomic } from '../util/atomic.js';
+import { CalibscopeError } from '../util/errors.js';
+
+export const PROFILE_JSON = 'profile.json';
+export const SCALES_FILE = 'scales.safetensors';
+export const DIAGNOSTICS_FILE = 'diagnostics.safetensors';
+
+interface Spooled {
+  spec: TensorSpec;
+  offset: number;
+  length: number;
+}
+
+/** An append-only scratch file of raw arrays, replayed into a safetensors file at the end. */
+class Spool {
+  private handle: fs.promises.FileHandle | null = null;
+  private position = 0;
+  readonly entries: Spooled[] = [];
+  constructor(private readonly file: string) {}
+
+  async add(spec: TensorSpec, bytes: Uint8Array): Promise<void> {
+    this.handle ??= await fs.promises.open(this.file, 'w+');
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done, this.position + done);
+      done += bytesWritten;
+    }
+    this.entries.push({ spec, offset: this.position, length: bytes.byteLength });
+    this.position += bytes.byteLength;
+  }
+
+  async writeSafetensors(target: string, metadata: Record<string, string>): Promise<void> {
+    const writer = await SafetensorsStreamWriter.create(target, this.entries.map((e) => e.spec), metadata);
+    try {
+      const chunk = Buffer.allocUnsafe(1 << 20);
+      for (const e of this.entries) {
+        if (e.length === 0) await writer.write(e.spec.name, new Uint8Array(0));
+        for (let off = 0; off < e.length; off += chunk.length) {
+          const n = Math.min(chunk.length, e.length - off);
+          const { bytesRead } = await this.handle!.read(chunk, 0, n, e.offset + off);
+          if (bytesRead !== n) throw new CalibscopeError('E_IO', `short read from the spool file ${this.file}`);
+          await writer.write(e.spec.name, chunk.subarray(0, n));
+        }
+      }
+      await writer.close();
+    } catch (err) {
+      await writer.abort().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.handle?.close().catch(() => undefined);
+    this.handle = null;
+    await fs.promises.rm(this.file, { force: true });
+  }
+}
+
+function bytesOf(a: Float32Array | Uint8Array | Uint16Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const h = crypto.createHash('sha256');
+  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Refuses to replace a folder that is not a calibscope profile (or empty): never clobber user data. */
+async function checkReplaceable(dir: string): Promise<boolean> {
+  let entries: string[];
+  try {
+    entries = await fs.promises.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `output path ${dir} exists and is not a folder`, { path: dir });
+    }
+    throw err;
+  }
+  if (entries.length > 0 && !entries.includes(PROFILE_JSON)) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `output folder ${dir} exists and is not a calibscope profile; choose another --out`, { path: dir });
+  }
+  return true;
+}
+
+export class ProfileWriter {
+  private readonly scales: Spool;
+  private readonly diagnostics: Spool;
+  private finished = false;
+
+  private constructor(
+    readonly outDir: string,
+    private readonly tmpDir: string,
+  ) {
+    this.scales = new Spool(path.join(tmpDir, 'scales.spool'));
+    this.diagnostics = new Spool(path.join(tmpDir, 'diagnostics.spool'));
+  }
+
+  static async create(outDir: string): Promise<ProfileWriter> {
+    const target = path.resolve(outDir);
+    const parent = path.dirname(target);
+    await checkReplaceable(target);
+    try {
+      await fs.promises.mkdir(parent, { recursive: true });
+    } catch (err) {
+      throw new CalibscopeError('E_IO', `cannot create ${parent}: ${(err as Error).message}`, { path: parent });
+    }
+    const tmp = path.join(parent, `.${path.basename(target)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+    try {
+      await fs.promises.mkdir(tmp);
+    } catch (err) {
+      throw new CalibscopeError('E_IO', `cannot write in ${parent}: ${(err as Error).message}`, { path: parent });
+    }
+    return new ProfileWriter(target, tmp);
+  }
+
+  /** Appends one tensor's scales (and codes/global scale/diagnostics) in checkpoint order. */
+  async add(tc: TensorCalibration): Promise<void> {
+    const name = tc.result.tensor_name;
+    const shape = [tc.rows, tc.blocksPerRow];
+    await this.scales.add({ name, dtype: 'F32', shape }, bytesOf(tc.scales));
+    if (tc.codes) await this.scales.add({ name: `${name}:codes`, dtype: 'U8', shape }, bytesOf(tc.codes));
+    if (tc.globalScale !== undefined) {
+      await this.scales.add({ name: `${name}:global`, dtype: 'F32', shape: [1] }, bytesOf(new Float32Array([tc.globalScale])));
+    }
+    if (tc.blockMseBefore && tc.blockMseAfter && tc.blockOutliers) {
+      await this.diagnostics.add({ name: `${name}:mse_before`, dtype: 'F32', shape }, bytesOf(tc.blockMseBefore));
+      await this.diagnostics.add({ name: `${name}:mse_after`, dtype: 'F32', shape }, bytesOf(tc.blockMseAfter));
+      await this.diagnostics.add({ name: `${name}:outliers`, dtype: 'U16', shape }, bytesOf(tc.blockOutliers));
+    }
+  }
+
+  /** Writes the files, records the scales checksum in the profile and moves the folder into place. */
+  async finish(profile: ModelCalibrationProfile, metadata: Record<string, string>): Promise<ModelCalibrationProfile> {
+    try {
+      const scalesPath = path.join(this.tmpDir, SCALES_FILE);
+      await this.scales.writeSafetensors(scalesPath, metadata);
+      if (this.diagnostics.entries.length > 0) {
+        await this.diagnostics.writeSafetensors(path.join(this.tmpDir, DIAGNOSTICS_FILE), metadata);
+      }
+      await this.scales.close();
+      await this.diagnostics.close();
+      const final: ModelCalibrationProfile = { ...profile, scales_sha256: await sha256File(scalesPath) };
+      await writeFileAtomic(path.join(this.tmpDir, PROFILE_JSON), `${JSON.stringify(final, null, 2)}\n`);
+      await fsyncDir(this.tmpDir);
+      await this.moveIntoPlace();
+      this.finished = true;
+      return final;
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  private async moveIntoPlace(): Promise<void> {
+    const exists = await checkReplaceable(this.outDir);
+    const parent = path.dirname(this.outDir);
+    if (!exists) {
+      await fs.promises.rename(this.tmpDir, this.outDir);
+    } else {
+      // Swap: the old profile is moved aside first, so a reader sees either the old or the new one.
+      const old = path.join(parent, `.${path.basename(this.outDir)}.old-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+      await fs.promises.rename(this.outDir, old);
+      try {
+        await fs.promises.rename(this.tmpDir, this.outDir);
+      } catch (err) {
+        await fs.promises.rename(old, this.outDir).catch(() => undefined);
+        throw err;
+      }
+      await fs.promises.rm(old, { recursive: true, force: true });
+    }
+    await fsyncDir(parent);
+  }
+
+  async abort(): Promise<void> {
+    if (this.finished) return;
+    await this.scales.close().catch(() => undefined);
+    await this.diagnostics.close().catch(() => undefined);
+    await fs.promises.rm(this.tmpDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
