@@ -1,0 +1,217 @@
+// Optimality of the block-scale search against brute force written here, with rounding that does
+// not use the engine (helpers/reference.ts), on trained-like weights.
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { native, type NativeCalibrateResult, type SchemeName, type SearchName } from '../src/native/index.js';
+import { trainedLike } from '../src/util/trained_like.js';
+import { E2M1_GRID, blockErrDecode, blockErrMultiplier, loadTables } from './helpers/reference.js';
+
+const f32 = Math.fround;
+const MAX: Record<string, number> = { e2m1: 6, e4m3: 448, e5m2: 57344 };
+
+let GRIDS: Record<string, Float64Array>;
+before(async () => {
+  const t = await loadTables('fp8_ref.safetensors');
+  GRIDS = { e2m1: E2M1_GRID, e4m3: Float64Array.from(t.grid_e4m3 as Float32Array), e5m2: Float64Array.from(t.grid_e5m2 as Float32Array) };
+});
+
+function calibrate(w: Float32Array, rows: number, cols: number, scheme: SchemeName, blockSize: number, search: SearchName = 'exact') {
+  return native().calibrate(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), {
+    dtype: 'F32', rows, cols, scheme, blockSize, search, threads: 2,
+  });
+}
+
+function blocks(w: Float32Array, rows: number, cols: number, bs: number): Float32Array[] {
+  const out: Float32Array[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c += bs) out.push(w.subarray(r * cols + c, r * cols + Math.min(cols, c + bs)));
+  }
+  return out;
+}
+
+function absmax(x: Float32Array): number {
+  let m = 0;
+  for (const v of x) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+describe('FP32 scales: exact search vs a dense search of 2,600 multipliers', () => {
+  // Odd shapes on purpose: rows not a multiple of anything, a partial last block.
+  const cases: [SchemeName, string, number, number, number][] = [
+    ['fp4', 'e2m1', 64, 37, 200],
+    ['fp4', 'e2m1', 128, 21, 300],
+    ['fp8_e4m3', 'e4m3', 32, 13, 150],
+    ['fp8_e4m3', 'e4m3', 128, 9, 256],
+    ['fp8_e5m2', 'e5m2', 64, 11, 160],
+  ];
+  for (const [scheme, elem, bs, rows, cols] of cases) {
+    it(`${scheme} / block ${bs}: never worse than dense or naive, per block`, async () => {
+      const grid = GRIDS[elem];
+      const max = MAX[elem];
+      const w = trainedLike(rows, cols, { seed: bs + rows });
+      const r = await calibrate(w, rows, cols, scheme, bs);
+      const bl = blocks(w, rows, cols, bs);
+      assert.equal(r.scales.length, bl.length);
+      let sumExact = 0;
+      let sumDense = 0;
+      let sumNaive = 0;
+      for (let b = 0; b < bl.length; b++) {
+        const x = bl[b];
+        const s0 = f32(max / absmax(x));
+        const naive = blockErrMultiplier(x, s0, grid);
+        let dense = naive;
+        for (let i = 0; i < 2600; i++) {
+          const p = 0.3 + (1.3 * i) / 2599;
+          dense = Math.min(dense, blockErrMultiplier(x, f32(s0 / p), grid));
+        }
+        // The engine's stored scale, re-evaluated here independently.
+        const exact = blockErrMultiplier(x, r.scales[b], grid);
+        assert.ok(exact <= naive, `block ${b}: exact ${exact} > naive ${naive}`);
+        // The search is exact in real arithmetic; float32 rounding of x̂ can move a block's error by a
+        // few parts in 1e7, which a dense grid can stumble on. Beyond that, dense never wins.
+        assert.ok(exact <= dense * (1 + 1e-5), `block ${b}: exact ${exact} > dense ${dense}`);
+        sumExact += exact;
+        sumDense += dense;
+        sumNaive += naive;
+      }
+      assert.ok(sumExact <= sumDense * 1.001, `tensor: exact ${sumExact} vs dense ${sumDense}`);
+      // The engine's own sums agree with the independent evaluation.
+      assert.ok(Math.abs(r.sumErrAfter - sumExact) <= 1e-9 * sumExact, `${r.sumErrAfter} vs ${sumExact}`);
+      assert.ok(Math.abs(r.sumErrBefore - sumNaive) <= 1e-9 * sumNaive, `${r.sumErrBefore} vs ${sumNaive}`);
+    });
+  }
+
+  it('beats the specification\'s ternary search and the naive scale on a whole tensor', async () => {
+    const w = trainedLike(64, 512, { seed: 7 });
+    const exact = await calibrate(w, 64, 512, 'fp4', 64, 'exact');
+    const ternary = await calibrate(w, 64, 512, 'fp4', 64, 'ternary');
+    const naive = await calibrate(w, 64, 512, 'fp4', 64, 'naive');
+    assert.ok(exact.sumErrAfter < ternary.sumErrAfter);
+    assert.ok(ternary.sumErrAfter < naive.sumErrAfter);
+    assert.equal(naive.sumErrAfter, naive.sumErrBefore);
+  });
+});
+
+describe('encoded scales: exhaustive over every representable scale', () => {
+  it('NVFP4: the chosen E4M3 code is the best of all 126 codes, per block', async () => {
+    const rows = 23;
+    const cols = 200; // 13 blocks of 16 per row, the last one 8 wide
+    const w = trainedLike(rows, cols, { seed: 3 });
+    const r = await calibrate(w, rows, cols, 'nvfp4', 16);
+    const g = f32(absmax(w) / f32(6 * 448));
+    assert.equal(r.globalDecode, g);
+    const e4m3 = native().e4m3Decode(Uint8Array.from({ length: 127 }, (_, i) => i));
+    const bl = blocks(w, rows, cols, 16);
+    let sumStd = 0;
+    for (let b = 0; b < bl.length; b++) {
+      const x = bl[b];
+      let best = Infinity;
+      for (let c = 1; c <= 126; c++) best = Math.min(best, blockErrDecode(x, f32(e4m3[c] * g), GRIDS.e2m1));
+      const chosen = blockErrDecode(x, f32(e4m3[r.codes![b]] * g), GRIDS.e2m1);
+      assert.ok(chosen <= best * (1 + 1e-12), `block ${b}: code ${r.codes![b]} gives ${chosen}, best ${best}`);
+      assert.equal(r.scales[b], f32(1 / f32(e4m3[r.codes![b]] * g)));
+      // The standard NVFP4 recipe gives mse_before.
+      let stdCode = 0;
+      const target = f32(absmax(x) / f32(6 * g));
+      const rounded = native().roundElements(new Float32Array([target]), 'e4m3')[0];
+      for (let c = 0; c <= 126; c++) if (e4m3[c] === rounded) stdCode = c;
+      if (stdCode === 0) stdCode = 1;
+      sumStd += blockErrDecode(x, f32(e4m3[stdCode] * g), GRIDS.e2m1);
+    }
+    assert.ok(Math.abs(r.sumErrBefore - sumStd) <= 1e-9 * sumStd);
+    assert.ok(r.sumErrAfter < r.sumErrBefore);
+  });
+
+  for (const [scheme, elem, emax] of [['mxfp4', 'e2m1', 2], ['mxfp8', 'e4m3', 8]] as const) {
+    it(`${scheme}: the chosen power of two is the best of all UE8M0 scales, per block`, async () => {
+      const rows = 19;
+      const cols = 176;
+      const w = trainedLike(rows, cols, { seed: 11 });
+      const r: NativeCalibrateResult = await calibrate(w, rows, cols, scheme, 32);
+      const bl = blocks(w, rows, cols, 32);
+      let sumStd = 0;
+      for (let b = 0; b < bl.length; b++) {
+        const x = bl[b];
+        let best = Infinity;
+        for (let k = -127; k <= 127; k++) best = Math.min(best, blockErrDecode(x, 2 ** k, GRIDS[elem]));
+        const k = r.codes![b] - 127;
+        assert.equal(r.scales[b], 2 ** -k);
+        const chosen = blockErrDecode(x, 2 ** k, GRIDS[elem]);
+        assert.ok(chosen <= best * (1 + 1e-12), `block ${b}: 2^${k} gives ${chosen}, best ${best}`);
+        // OCP MX v1.0 standard scale: 2^(floor(log2 absmax) − emax_elem).
+        sumStd += blockErrDecode(x, 2 ** (Math.floor(Math.log2(absmax(x))) - emax), GRIDS[elem]);
+      }
+      assert.ok(Math.abs(r.sumErrBefore - sumStd) <= 1e-9 * sumStd);
+    });
+  }
+});
+
+describe('edge cases', () => {
+  it('an all-zero block has scale 1 and zero error; zero rows are fine', async () => {
+    const w = new Float32Array(4 * 64);
+    w.fill(0.5, 128, 192);
+    const r = await calibrate(w, 4, 64, 'fp4', 64);
+    assert.deepEqual(Array.from(r.scales), [1, 1, r.scales[2], 1]);
+    assert.equal(r.sumErrAfter, 0); // a constant block is represented exactly
+  });
+  it('a block of one repeated value is exact under every scheme', async () => {
+    const w = new Float32Array(64).fill(-0.0371);
+    for (const scheme of ['fp4', 'fp8_e4m3', 'fp8_e5m2'] as const) {
+      const r = await calibrate(w, 1, 64, scheme, 64);
+      assert.equal(r.sumErrAfter, 0, scheme);
+    }
+  });
+  it('F16 and BF16 inputs give the same result as their float32 values', async () => {
+    const { toFloat16Bits, fromFloat16Bits } = await import('../src/util/trained_like.js');
+    const w32 = trainedLike(8, 96, { seed: 5 });
+    const h = toFloat16Bits(w32);
+    const asF32 = fromFloat16Bits(h);
+    const opts = { rows: 8, cols: 96, scheme: 'nvfp4' as const, blockSize: 16 };
+    const a = await native().calibrate(new Uint8Array(h.buffer), { ...opts, dtype: 'F16' });
+    const b = await native().calibrate(new Uint8Array(asF32.buffer), { ...opts, dtype: 'F32' });
+    assert.deepEqual(a.scales, b.scales);
+    assert.equal(a.sumErrAfter, b.sumErrAfter);
+    const bf = new Uint16Array(asF32.length);
+    const u = new Uint32Array(asF32.buffer);
+    // BF16 made by truncating the float32 bits; the addon must decode it to exactly those values.
+    for (let i = 0; i < u.length; i++) bf[i] = u[i] >>> 16;
+    const bfAsF32 = new Float32Array(Uint32Array.from(bf, (v) => v << 16).buffer);
+    const c = await native().calibrate(new Uint8Array(bf.buffer), { ...opts, dtype: 'BF16' });
+    const d = await native().calibrate(new Uint8Array(bfAsF32.buffer), { ...opts, dtype: 'F32' });
+    assert.deepEqual(c.scales, d.scales);
+  });
+  it('results do not depend on the thread count', async () => {
+    const w = trainedLike(300, 384, { seed: 9 });
+    const buf = new Uint8Array(w.buffer);
+    const base = { dtype: 'F32' as const, rows: 300, cols: 384, scheme: 'fp4' as const, blockSize: 64 };
+    const one = await native().calibrate(buf, { ...base, threads: 1 });
+    const two = await native().calibrate(buf, { ...base, threads: 2 });
+    const many = await native().calibrate(buf, { ...base, threads: 7 });
+    assert.deepEqual(one.scales, two.scales);
+    assert.deepEqual(one.scales, many.scales);
+    assert.equal(one.sumErrAfter, many.sumErrAfter);
+    assert.deepEqual(one.blockMseAfter, many.blockMseAfter);
+  });
+  it('the native side validates what it is given', async () => {
+    const w = new Float32Array(64);
+    const buf = new Uint8Array(w.buffer);
+    await assert.rejects(native().calibrate(buf, { dtype: 'F32', rows: 2, cols: 64, scheme: 'fp4', blockSize: 64 }), /bytes/);
+    assert.throws(() => native().calibrate(buf, { dtype: 'F64' as never, rows: 1, cols: 64, scheme: 'fp4', blockSize: 64 }), { code: 'E_UNSUPPORTED_DTYPE' });
+    assert.throws(() => native().calibrate(buf, { dtype: 'F32', rows: 1, cols: 64, scheme: 'int4' as never, blockSize: 64 }), { code: 'E_BAD_FORMAT' });
+    assert.throws(() => native().calibrate(buf, { dtype: 'F32', rows: -1, cols: 64, scheme: 'fp4', blockSize: 64 }), { code: 'E_BAD_ARGUMENT' });
+    w[5] = NaN;
+    await assert.rejects(native().calibrate(buf, { dtype: 'F32', rows: 1, cols: 64, scheme: 'fp4', blockSize: 64 }), { code: 'E_NONFINITE' });
+    const ok = await native().calibrate(buf, { dtype: 'F32', rows: 1, cols: 64, scheme: 'fp4', blockSize: 64, allowNonfinite: true });
+    assert.equal(ok.nonfinite, 1);
+    assert.equal(ok.counted, 63);
+  });
+  it('cancellation through the control words', async () => {
+    const w = trainedLike(2000, 1024, { seed: 1 });
+    const control = new Int32Array(2);
+    control[0] = 1;
+    await assert.rejects(
+      native().calibrate(new Uint8Array(w.buffer), { dtype: 'F32', rows: 2000, cols: 1024, scheme: 'fp4', blockSize: 64, control }),
+      { code: 'E_CANCELLED' },
+    );
+  });
+});
