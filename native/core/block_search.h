@@ -15,6 +15,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "elem_format.h"
 #include "scheme.h"
 
@@ -33,21 +37,8 @@ struct BlockEval {
 };
 
 template <class F, bool kDecode>
-inline BlockEval eval_block(const float* x, int n, float scale) {
-  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+inline BlockEval eval_block_scalar(const float* x, int i, int n, float scale, double* lane) {
   uint32_t outliers = 0;
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) {
-      const float ax = std::fabs(x[i + j]);
-      const float y = kDecode ? ax / scale : ax * scale;
-      outliers += y > F::kMax ? 1u : 0u;
-      const float q = round_abs<F>(y);
-      const float xh = kDecode ? q * scale : q / scale;
-      const double d = double(ax) - double(xh);
-      lane[j] += d * d;
-    }
-  }
   for (; i < n; ++i) {
     const float ax = std::fabs(x[i]);
     const float y = kDecode ? ax / scale : ax * scale;
@@ -57,9 +48,81 @@ inline BlockEval eval_block(const float* x, int n, float scale) {
     const double d = double(ax) - double(xh);
     lane[i & 7] += d * d;
   }
-  return {((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])),
-          outliers};
+  return {0.0, outliers};
 }
+
+inline double combine_lanes(const double* l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+#if defined(__AVX2__)
+// The same arithmetic as eval_block_scalar, eight elements at a time: every operation is IEEE
+// (no FMA, no approximations), so the result is bit-identical to the scalar path.
+template <class F, bool kDecode>
+inline BlockEval eval_block(const float* x, int n, float scale) {
+  constexpr float kMinNormal = pow2f(F::kEmin);
+  constexpr float kMagic = pow2f(F::kEmin - F::kMantBits + 23);
+  constexpr int kShift = 23 - F::kMantBits;
+  const __m256 vs = _mm256_set1_ps(scale), vmax = _mm256_set1_ps(F::kMax);
+  const __m256 vmin_normal = _mm256_set1_ps(kMinNormal), vmagic = _mm256_set1_ps(kMagic);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i vhalf = _mm256_set1_epi32(int((1u << (kShift - 1)) - 1u));
+  const __m256i vmask = _mm256_set1_epi32(int(~((1u << kShift) - 1u)));
+  const __m256i one = _mm256_set1_epi32(1);
+  __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
+  __m256i outl = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 ax = _mm256_and_ps(_mm256_loadu_ps(x + i), absmask);
+    const __m256 y = kDecode ? _mm256_div_ps(ax, vs) : _mm256_mul_ps(ax, vs);
+    outl = _mm256_sub_epi32(outl, _mm256_castps_si256(_mm256_cmp_ps(y, vmax, _CMP_GT_OQ)));
+    const __m256 a = _mm256_min_ps(y, vmax);
+    const __m256 sub = _mm256_sub_ps(_mm256_add_ps(a, vmagic), vmagic);
+    __m256i u = _mm256_castps_si256(a);
+    u = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, vhalf), _mm256_and_si256(_mm256_srli_epi32(u, kShift), one)), vmask);
+    const __m256 q = _mm256_blendv_ps(_mm256_castsi256_ps(u), sub, _mm256_cmp_ps(a, vmin_normal, _CMP_LT_OQ));
+    const __m256 xh = kDecode ? _mm256_mul_ps(q, vs) : _mm256_div_ps(q, vs);
+    const __m256d d_lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(ax)), _mm256_cvtps_pd(_mm256_castps256_ps128(xh)));
+    const __m256d d_hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(ax, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(xh, 1)));
+    acc_lo = _mm256_add_pd(acc_lo, _mm256_mul_pd(d_lo, d_lo));
+    acc_hi = _mm256_add_pd(acc_hi, _mm256_mul_pd(d_hi, d_hi));
+  }
+  alignas(32) double lane[8];
+  _mm256_store_pd(lane, acc_lo);
+  _mm256_store_pd(lane + 4, acc_hi);
+  alignas(32) uint32_t o[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(o), outl);
+  uint32_t outliers = o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+  outliers += eval_block_scalar<F, kDecode>(x, i, n, scale, lane).outliers;
+  return {combine_lanes(lane), outliers};
+}
+
+inline float block_absmax(const float* x, int n) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 m = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+  alignas(32) float v[8];
+  _mm256_store_ps(v, m);
+  float r = 0.0f;
+  for (int j = 0; j < 8; ++j) r = std::max(r, v[j]);
+  for (; i < n; ++i) r = std::max(r, std::fabs(x[i]));
+  return r;
+}
+#else
+template <class F, bool kDecode>
+inline BlockEval eval_block(const float* x, int n, float scale) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const uint32_t outliers = eval_block_scalar<F, kDecode>(x, 0, n, scale, lane).outliers;
+  return {combine_lanes(lane), outliers};
+}
+
+inline float block_absmax(const float* x, int n) {
+  float m = 0.0f;
+  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+#endif
 
 struct BlockResult {
   float scale;       // multiplier s
@@ -126,12 +189,6 @@ inline int count_mids(const double* mid, int K, double y) {
   }
   return kStrict ? int(std::lower_bound(mid + 1, mid + K + 1, y) - (mid + 1))
                  : int(std::upper_bound(mid + 1, mid + K + 1, y) - (mid + 1));
-}
-
-inline float block_absmax(const float* x, int n) {
-  float m = 0.0f;
-  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  return m;
 }
 
 // Exact minimum of E(t) = Σ (|x_i| − t·Q(|x_i|/t))² over decode scales t ∈ (t_lo, 2·t0), t0 = absmax/max.

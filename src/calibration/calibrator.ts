@@ -1,5 +1,6 @@
 // The specification's QuantizationCalibrator: calibrate one tensor or a whole checkpoint,
 // streaming tensors one at a time (the next one is read while the current one is searched).
+import fs from 'node:fs';
 import { checkpointHash } from '../checkpoints/hash.js';
 import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
 import { ProfileWriter } from '../profiles/profile_writer.js';
@@ -35,6 +36,18 @@ export interface CalibratedModel {
   profile: ModelCalibrationProfile;
   /** The profile folder, when one was written. */
   profilePath: string | null;
+}
+
+/** Size, times and inode of every file the hash covers, as one comparable string. */
+async function fileStats(ckpt: Checkpoint): Promise<string> {
+  const files = [ckpt.configPath, ...ckpt.files, ckpt.indexPath].filter((f): f is string => f !== null);
+  const parts = await Promise.all(
+    files.map(async (f) => {
+      const st = await fs.promises.stat(f, { bigint: true });
+      return `${f}:${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`;
+    }),
+  );
+  return parts.join('|');
 }
 
 function checkCancelled(signal?: AbortSignal): void {
@@ -80,7 +93,10 @@ export class QuantizationCalibrator {
     const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
     const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
     try {
-      const hashBefore = await checkpointHash(ckpt);
+      // The hash runs on the main thread while the search runs on the addon's threads.
+      const statsBefore = await fileStats(ckpt);
+      const hashing = checkpointHash(ckpt);
+      hashing.catch(() => undefined); // surfaced when awaited
       const { todo, skipped } = this.plan(ckpt);
       const source = (t: TensorInfo) => t.file;
       const progress: ModelProgress = {
@@ -140,12 +156,13 @@ export class QuantizationCalibrator {
           { skipped },
         );
       }
-      // A checkpoint that changed while it was read must not get a profile under either hash.
-      const hashAfter = await checkpointHash(ckpt);
-      if (hashAfter !== hashBefore) {
+      const hashBefore = await hashing;
+      // A checkpoint that changed while it was read must not get a profile under either hash:
+      // any write changes a file's ctime (which no tool can set back), so compare the stats.
+      const statsAfter = await fileStats(ckpt);
+      if (statsAfter !== statsBefore) {
         throw new CalibscopeError('E_BAD_CHECKPOINT', `${ckpt.root}: the checkpoint changed during calibration; run again`, {
-          hash_before: hashBefore,
-          hash_after: hashAfter,
+          files: [ckpt.configPath, ...ckpt.files, ckpt.indexPath].filter(Boolean),
         });
       }
       const profile: ModelCalibrationProfile = {

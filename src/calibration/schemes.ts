@@ -53,7 +53,18 @@ export function resolveBlockSizes(scheme: SchemeSpec, requested?: readonly numbe
   return [...new Set(requested)].sort((a, b) => a - b);
 }
 
-/** Storage per weight: element bits + scale bits per block (+ the global scale spread over the tensor). */
-export function bitsPerWeight(scheme: SchemeSpec, blockSize: number, numel: number): number {
-  return scheme.elementBits + scheme.scaleBits / blockSize + (numel > 0 ? scheme.globalScaleBits / numel : 0);
+/** Storage per weight of a rows × cols tensor: element bits plus the scales actually stored (one per
+ *  block, ceil(cols / blockSize) per row: a short last block still needs one), plus NVFP4's global scale. */
+export function bitsPerWeight(scheme: SchemeSpec, blockSize: number, rows: number, cols: number): number {
+  const numel = rows * cols;
+  if (numel === 0) return scheme.elementBits;
+  const scales = rows * Math.ceil(cols / blockSize);
+  return scheme.elementBits + (scales * scheme.scaleBits + scheme.globalScaleBits) / numel;
+}
+
+/** mse_before / mse_after; 1 when both are 0, null when only the calibrated error is 0 (an
+ *  infinite ratio, which JSON cannot hold). */
+export function improvementRatio(before: number, after: number): number | null {
+  if (after === 0) return before === 0 ? 1 : null;
+  return before / after;
 }

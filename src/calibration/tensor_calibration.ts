@@ -1,7 +1,7 @@
 // One tensor: run the native search for every candidate block size, then pick one by policy.
 import { native, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
-import { bitsPerWeight, schemeFor, type SchemeSpec } from './schemes.js';
+import { bitsPerWeight, improvementRatio, schemeFor, type SchemeSpec } from './schemes.js';
 import type { BlockPolicy, BlockSizeTrial, CalibrationConfig, CalibrationResult } from './types.js';
 
 export interface TensorData {
@@ -141,7 +141,7 @@ export async function calibrateTensorData(
   const tried: BlockSizeTrial[] = trials.map(({ size, r }) => ({
     block_size: size,
     mse_after: mse(r),
-    bits_per_weight: bitsPerWeight(scheme, size, numel),
+    bits_per_weight: bitsPerWeight(scheme, size, rows, cols),
   }));
   const chosen = chooseBlockSize(tried, config.block_policy, config.bits_tolerance);
   const { r } = trials.find((x) => x.size === chosen)!;
@@ -153,12 +153,12 @@ export async function calibrateTensorData(
     block_size: chosen,
     mse_before: mseBefore,
     mse_after: mseAfter,
-    improvement_ratio: mseAfter === 0 ? (mseBefore === 0 ? 1 : Number.POSITIVE_INFINITY) : mseBefore / mseAfter,
+    improvement_ratio: improvementRatio(mseBefore, mseAfter),
     outlier_count: r.outliers,
     shape: [...t.shape],
     numel,
     scale_encoding: scheme.scaleEncoding,
-    bits_per_weight: bitsPerWeight(scheme, chosen, numel),
+    bits_per_weight: bitsPerWeight(scheme, chosen, rows, cols),
     dtype: t.dtype,
     search: config.search,
     block_sizes_tried: tried,

@@ -18,7 +18,8 @@ export interface CalibrationResult {
   block_size: number;
   mse_before: number;
   mse_after: number;
-  improvement_ratio: number;
+  /** mse_before / mse_after; 1 when both are 0; null when only mse_after is 0 (infinite). */
+  improvement_ratio: number | null;
   outlier_count: number;
   shape: number[];
   numel: number;

@@ -102,6 +102,7 @@ export class ProfileWriter {
   private constructor(
     readonly outDir: string,
     private readonly tmpDir: string,
+    private readonly createdParent: string | undefined,
   ) {
     this.scales = new Spool(path.join(tmpDir, 'scales.spool'));
     this.diagnostics = new Spool(path.join(tmpDir, 'diagnostics.spool'));
@@ -111,8 +112,10 @@ export class ProfileWriter {
     const target = path.resolve(outDir);
     const parent = path.dirname(target);
     await checkReplaceable(target);
+    let created: string | undefined;
     try {
-      await fs.promises.mkdir(parent, { recursive: true });
+      // mkdir returns the first folder it had to create: removed again if the run fails.
+      created = await fs.promises.mkdir(parent, { recursive: true });
     } catch (err) {
       throw new CalibscopeError('E_IO', `cannot create ${parent}: ${(err as Error).message}`, { path: parent });
     }
@@ -122,7 +125,7 @@ export class ProfileWriter {
     } catch (err) {
       throw new CalibscopeError('E_IO', `cannot write in ${parent}: ${(err as Error).message}`, { path: parent });
     }
-    return new ProfileWriter(target, tmp);
+    return new ProfileWriter(target, tmp, created);
   }
 
   /** Appends one tensor's scales (and codes/global scale/diagnostics) in checkpoint order. */
@@ -188,5 +191,16 @@ export class ProfileWriter {
     await this.scales.close().catch(() => undefined);
     await this.diagnostics.close().catch(() => undefined);
     await fs.promises.rm(this.tmpDir, { recursive: true, force: true }).catch(() => undefined);
+    // Remove the parent folders this run created, deepest first, as long as they are empty.
+    if (this.createdParent) {
+      for (let dir = path.dirname(this.outDir); dir.startsWith(this.createdParent); dir = path.dirname(dir)) {
+        try {
+          await fs.promises.rmdir(dir);
+        } catch {
+          break;
+        }
+        if (dir === this.createdParent) break;
+      }
+    }
   }
 }

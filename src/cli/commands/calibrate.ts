@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { QuantizationCalibrator } from '../../calibration/calibrator.js';
 import { configHash } from '../../calibration/config.js';
+import { improvementRatio } from '../../calibration/schemes.js';
 import { openCheckpoint } from '../../checkpoints/checkpoint.js';
 import { defaultCacheDir, profileDir } from '../../profiles/paths.js';
 import { CalibscopeError } from '../../util/errors.js';
@@ -43,6 +44,10 @@ const SPEC = {
   json: 'boolean',
   'no-diagnostics': 'boolean',
 } as const;
+
+function ratioText(r: number | null): string {
+  return r === null ? 'error removed entirely' : `${r.toFixed(3)}×`;
+}
 
 export async function calibrateCommand(argv: string[], ctx: CommandContext): Promise<number> {
   const { positionals, options } = parseArgs(argv, SPEC);
@@ -95,7 +100,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     `[${r.shape.join('×')}]`,
     String(r.block_size),
     `${eng(r.mse_before)} → ${eng(r.mse_after)}`,
-    r.improvement_ratio.toFixed(3),
+    r.improvement_ratio === null ? 'inf' : r.improvement_ratio.toFixed(3),
     String(r.outlier_count),
     r.bits_per_weight.toFixed(3),
   ]);
@@ -105,7 +110,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   ctx.out(
     `${profile.model_id}: ${Object.keys(profile.tensor_calibrations).length} tensors, ${eng(numel)} weights, ` +
       `${profile.format}, overall MSE ${eng(profile.overall_mse_before)} → ${eng(profile.overall_mse)} ` +
-      `(${(profile.overall_mse_before / (profile.overall_mse || 1)).toFixed(3)}×) in ${seconds.toFixed(2)} s`,
+      `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))}) in ${seconds.toFixed(2)} s`,
   );
   if (profile.skipped_tensors.length > 0) ctx.out(`skipped ${profile.skipped_tensors.length} tensors (1-D or unsupported; see profile.json)`);
   ctx.out(`profile: ${profilePath}`);
