@@ -22,14 +22,7 @@
     {
       "target_name": "calibscope",
       "dependencies": ["calibscope_kernels_avx2", "calibscope_kernels_baseline"],
-      "sources": [
-        "native/core/elem_format.cc",
-        "native/core/scheme.cc",
-        "native/core/tensor_calibrate.cc",
-        "native/addon/addon.cc",
-        "native/addon/calibrate_worker.cc",
-        "native/addon/formats_binding.cc"
-      ],
+      "sources": ["<!@(node scripts/gyp-sources.js native/core native/encoder native/addon)"],
       "defines": ["CALIBSCOPE_VERSION=\"<!(node -p \"require('./package.json').version\")\""],
       "ldflags": ["-pthread"]
     }
