@@ -146,6 +146,106 @@ describe('encoded scales: exhaustive over every representable scale', () => {
   }
 });
 
+describe('weighted objective (per-column weights, the activation-aware modes)', () => {
+  function weightedErr(x: Float32Array, w: Float32Array, s: number, grid: Float64Array, decode: boolean): number {
+    let e = 0;
+    for (let i = 0; i < x.length; i++) {
+      const one = new Float32Array([x[i]]);
+      const d = decode ? blockErrDecode(one, s, grid) : blockErrMultiplier(one, s, grid);
+      e += w[i] * d;
+    }
+    return e;
+  }
+  function columnWeights(cols: number, seed: number): Float32Array {
+    // Heavy-tailed E[x²]-like weights, a few columns far larger, some zero.
+    const w = trainedLike(1, cols, { seed, std: 1 });
+    return Float32Array.from(w, (v, j) => (j % 17 === 0 ? 0 : v * v * (j % 13 === 0 ? 50 : 1)));
+  }
+
+  it('all-ones weights give exactly the unweighted result', async () => {
+    const w = trainedLike(20, 192, { seed: 21 });
+    for (const [scheme, bs] of [['fp4', 64], ['fp8_e4m3', 32], ['nvfp4', 16], ['mxfp4', 32]] as const) {
+      const plain = await calibrate(w, 20, 192, scheme, bs);
+      const ones = await native().calibrate(new Uint8Array(w.buffer), {
+        dtype: 'F32', rows: 20, cols: 192, scheme, blockSize: bs, columnWeights: new Float32Array(192).fill(1),
+      });
+      assert.deepEqual(ones.scales, plain.scales, scheme);
+      assert.equal(ones.sumErrAfter, plain.sumErrAfter, scheme);
+      assert.equal(ones.sumObjAfter, plain.sumErrAfter, scheme);
+    }
+  });
+
+  it('fp4: exact weighted search vs a dense weighted search, per block', async () => {
+    const rows = 12;
+    const cols = 200;
+    const x = trainedLike(rows, cols, { seed: 22 });
+    const cw = columnWeights(cols, 23);
+    const r = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'fp4', blockSize: 64, columnWeights: cw });
+    let sumExact = 0;
+    let sumDense = 0;
+    let b = 0;
+    for (let row = 0; row < rows; row++) {
+      for (let c0 = 0; c0 < cols; c0 += 64, b++) {
+        const xb = x.subarray(row * cols + c0, row * cols + Math.min(cols, c0 + 64));
+        const wb = cw.subarray(c0, Math.min(cols, c0 + 64));
+        const s0 = f32(6 / absmax(xb));
+        const naive = weightedErr(xb, wb, s0, GRIDS.e2m1, false);
+        let dense = naive;
+        for (let i = 0; i < 2600; i++) dense = Math.min(dense, weightedErr(xb, wb, f32(s0 / (0.3 + (1.3 * i) / 2599)), GRIDS.e2m1, false));
+        const exact = weightedErr(xb, wb, r.scales[b], GRIDS.e2m1, false);
+        assert.ok(exact <= naive * (1 + 1e-12), `block ${b}: ${exact} > naive ${naive}`);
+        assert.ok(exact <= dense * (1 + 1e-5), `block ${b}: exact ${exact} > dense ${dense}`);
+        sumExact += exact;
+        sumDense += dense;
+      }
+    }
+    assert.ok(sumExact <= sumDense * 1.001);
+    assert.ok(Math.abs(r.sumObjAfter! - sumExact) <= 1e-9 * sumExact);
+  });
+
+  it('nvfp4 and mxfp4: the chosen scale is the best for the weighted objective', async () => {
+    const rows = 9;
+    const cols = 96;
+    const x = trainedLike(rows, cols, { seed: 24 });
+    const cw = columnWeights(cols, 25);
+    const e4m3 = native().e4m3Decode(Uint8Array.from({ length: 127 }, (_, i) => i));
+    const nv = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'nvfp4', blockSize: 16, columnWeights: cw });
+    const mx = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'mxfp4', blockSize: 32, columnWeights: cw });
+    const g = nv.globalDecode;
+    for (let b = 0; b < rows * (cols / 16); b++) {
+      const row = Math.floor(b / (cols / 16));
+      const c0 = (b % (cols / 16)) * 16;
+      const xb = x.subarray(row * cols + c0, row * cols + c0 + 16);
+      const wb = cw.subarray(c0, c0 + 16);
+      let best = Infinity;
+      for (let c = 1; c <= 126; c++) best = Math.min(best, weightedErr(xb, wb, f32(e4m3[c] * g), GRIDS.e2m1, true));
+      const chosen = weightedErr(xb, wb, f32(e4m3[nv.codes![b]] * g), GRIDS.e2m1, true);
+      assert.ok(chosen <= best * (1 + 1e-12), `nvfp4 block ${b}`);
+    }
+    for (let b = 0; b < rows * (cols / 32); b++) {
+      const row = Math.floor(b / (cols / 32));
+      const c0 = (b % (cols / 32)) * 32;
+      const xb = x.subarray(row * cols + c0, row * cols + c0 + 32);
+      const wb = cw.subarray(c0, c0 + 32);
+      let best = Infinity;
+      for (let k = -127; k <= 127; k++) best = Math.min(best, weightedErr(xb, wb, 2 ** k, GRIDS.e2m1, true));
+      const chosen = weightedErr(xb, wb, 2 ** (mx.codes![b] - 127), GRIDS.e2m1, true);
+      assert.ok(chosen <= best * (1 + 1e-12), `mxfp4 block ${b}`);
+    }
+  });
+
+  it('rejects weights of the wrong length or with negative / non-finite values', () => {
+    const x = new Float32Array(64);
+    const base = { dtype: 'F32' as const, rows: 1, cols: 64, scheme: 'fp4' as const, blockSize: 64 };
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: new Float32Array(63) }), { code: 'E_BAD_ARGUMENT' });
+    const bad = new Float32Array(64);
+    bad[3] = -1;
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: bad }), { code: 'E_BAD_ARGUMENT' });
+    bad[3] = NaN;
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: bad }), { code: 'E_BAD_ARGUMENT' });
+  });
+});
+
 describe('edge cases', () => {
   it('an all-zero block has scale 1 and zero error; zero rows are fine', async () => {
     const w = new Float32Array(4 * 64);

@@ -11,8 +11,8 @@ namespace {
 
 class CalibrateWorker : public Napi::AsyncWorker {
  public:
-  CalibrateWorker(Napi::Env env, Napi::Object buffer, Napi::Object control, calib::TensorView view,
-                  calib::CalibParams params)
+  CalibrateWorker(Napi::Env env, Napi::Object buffer, Napi::Object control, Napi::Object weights,
+                  calib::TensorView view, calib::CalibParams params)
       : Napi::AsyncWorker(env, "calibscope.calibrate"),
         deferred_(Napi::Promise::Deferred::New(env)),
         view_(view),
@@ -20,6 +20,7 @@ class CalibrateWorker : public Napi::AsyncWorker {
     // Keep the weight bytes and the control words alive while the worker threads read them.
     buffer_ref_ = Napi::Persistent(buffer);
     if (!control.IsEmpty()) control_ref_ = Napi::Persistent(control);
+    if (!weights.IsEmpty()) weights_ref_ = Napi::Persistent(weights);
   }
 
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -54,6 +55,10 @@ class CalibrateWorker : public Napi::AsyncWorker {
     }
     r.Set("sumErrBefore", Napi::Number::New(env, out_.sum_err_before));
     r.Set("sumErrAfter", Napi::Number::New(env, out_.sum_err_after));
+    if (params_.col_weights) {
+      r.Set("sumObjBefore", Napi::Number::New(env, out_.sum_obj_before));
+      r.Set("sumObjAfter", Napi::Number::New(env, out_.sum_obj_after));
+    }
     r.Set("outliers", Napi::Number::New(env, double(out_.outliers)));
     r.Set("counted", Napi::Number::New(env, double(out_.counted)));
     r.Set("nonfinite", Napi::Number::New(env, double(out_.nonfinite)));
@@ -69,7 +74,7 @@ class CalibrateWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference buffer_ref_, control_ref_;
+  Napi::ObjectReference buffer_ref_, control_ref_, weights_ref_;
   calib::TensorView view_;
   calib::CalibParams params_;
   calib::CalibOutput out_;
@@ -139,7 +144,22 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     control = c;
   }
 
-  auto* w = new CalibrateWorker(env, ta, control, view, p);
+  Napi::Object weights;
+  Napi::Value wv = o.Get("columnWeights");
+  if (!wv.IsUndefined() && !wv.IsNull()) {
+    if (!wv.IsTypedArray() || wv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+        int64_t(wv.As<Napi::TypedArray>().ElementLength()) != view.cols)
+      throw coded_error(env, "E_BAD_ARGUMENT", "columnWeights must be a Float32Array with one weight per column");
+    Napi::Float32Array cw = wv.As<Napi::Float32Array>();
+    for (size_t i = 0; i < cw.ElementLength(); ++i) {
+      if (!(cw[i] >= 0.0f) || !std::isfinite(cw[i]))
+        throw coded_error(env, "E_BAD_ARGUMENT", "columnWeights must be finite and non-negative (index " + std::to_string(i) + ")");
+    }
+    p.col_weights = cw.Data();
+    weights = cw;
+  }
+
+  auto* w = new CalibrateWorker(env, ta, control, weights, view, p);
   Napi::Promise promise = w->Promise();
   w->Queue();
   return promise;

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -125,30 +126,75 @@ inline float block_absmax(const float* x, int n) {
 #endif
 
 struct BlockResult {
-  float scale;       // multiplier s
-  uint8_t code;      // E4M3 byte (NVFP4) or biased exponent (UE8M0); 0 for FP32 scales
-  double err_before; // squared error with the standard scale
-  double err_after;  // squared error with the chosen scale
-  uint32_t outliers; // elements with |x·s| > max under the chosen scale
+  float scale;        // multiplier s
+  uint8_t code;       // E4M3 byte (NVFP4) or biased exponent (UE8M0); 0 for FP32 scales
+  double err_before;  // squared error with the standard scale
+  double err_after;   // squared error with the chosen scale
+  uint32_t outliers;  // elements with |x·s| > max under the chosen scale
+  double obj_before;  // the searched objective (weighted error; = err without weights)
+  double obj_after;
 };
 
+// A block's error and its search objective: Σ w_i (x_i − x̂_i)² with per-element weights (the
+// activation-aware modes), or the plain squared error when w is null.
+struct BlockObj {
+  double err;
+  double obj;
+  uint32_t outliers;
+};
+
+template <class F, bool kDecode>
+inline BlockObj eval_obj(const float* x, const float* w, int n, float scale) {
+  if (w == nullptr) {
+    const BlockEval e = eval_block<F, kDecode>(x, n, scale);
+    return {e.err, e.err, e.outliers};
+  }
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, wlane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  uint32_t outliers = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    const float y = kDecode ? ax / scale : ax * scale;
+    outliers += y > F::kMax ? 1u : 0u;
+    const float q = round_abs<F>(y);
+    const float xh = kDecode ? q * scale : q / scale;
+    const double d = double(ax) - double(xh);
+    const double d2 = d * d;
+    lane[i & 7] += d2;
+    wlane[i & 7] += double(w[i]) * d2;
+  }
+  return {combine_lanes(lane), combine_lanes(wlane), outliers};
+}
+
 // Events of the exact sweep: at decode scale t one element's rounding steps one grid value down.
-struct SweepEvent {
+// Unweighted, the changes are exact in float (grid squares; |x| times a power-of-two step);
+// weighted, they need double.
+template <class W>
+struct SweepEventT {
   double t;
-  float dA;  // change of Σ q²
-  float dB;  // change of Σ |x|·q
+  W dA;  // change of Σ w q²
+  W dB;  // change of Σ w |x| q
+};
+using SweepEvent = SweepEventT<float>;
+using SweepEventW = SweepEventT<double>;
+
+template <class E>
+struct EventBuffers {
+  std::vector<E> events, sorted;  // grown once, never shrunk: no per-block allocation
 };
 
 struct Scratch {
-  std::vector<SweepEvent> events, sorted;  // grown once, never shrunk: no per-block allocation
+  EventBuffers<SweepEvent> plain;
+  EventBuffers<SweepEventW> weighted;
   std::vector<uint32_t> bucket_start;
   std::vector<int> kidx;
-  size_t count = 0;                        // events in use
+  size_t count = 0;  // events in use
 };
 
 // Sorts events by t: counting sort into buckets uniform over [t_lo, t_hi], then insertion sort,
-// which only has to fix the order inside each bucket. About 4 events per bucket: linear time.
-inline void sort_events(Scratch& sc, double t_lo, double t_hi) {
+// which only has to fix the order inside each bucket. About one event per bucket: linear time.
+// Both passes are stable, so equal times keep their generation order (deterministic).
+template <class E>
+inline void sort_events(EventBuffers<E>& buf, Scratch& sc, double t_lo, double t_hi) {
   const size_t n = sc.count;
   if (n < 2) return;
   size_t nb = 1;
@@ -160,14 +206,14 @@ inline void sort_events(Scratch& sc, double t_lo, double t_hi) {
     const double f = (t - t_lo) * inv;
     return f <= 0.0 ? size_t(0) : std::min(nb - 1, size_t(f));
   };
-  const SweepEvent* in = sc.events.data();
+  const E* in = buf.events.data();
   for (size_t i = 0; i < n; ++i) ++sc.bucket_start[bucket(in[i].t) + 1];
   for (size_t b = 0; b < nb; ++b) sc.bucket_start[b + 1] += sc.bucket_start[b];
-  if (sc.sorted.size() < sc.events.size()) sc.sorted.resize(sc.events.size());
-  for (size_t i = 0; i < n; ++i) sc.sorted[sc.bucket_start[bucket(in[i].t)]++] = in[i];
-  SweepEvent* a = sc.sorted.data();
+  if (buf.sorted.size() < buf.events.size()) buf.sorted.resize(buf.events.size());
+  for (size_t i = 0; i < n; ++i) buf.sorted[sc.bucket_start[bucket(in[i].t)]++] = in[i];
+  E* a = buf.sorted.data();
   for (size_t i = 1; i < n; ++i) {
-    const SweepEvent v = a[i];
+    const E v = a[i];
     size_t j = i;
     while (j > 0 && a[j - 1].t > v.t) {
       a[j] = a[j - 1];
@@ -175,7 +221,7 @@ inline void sort_events(Scratch& sc, double t_lo, double t_hi) {
     }
     a[j] = v;
   }
-  sc.events.swap(sc.sorted);
+  buf.events.swap(buf.sorted);
 }
 
 // Number of midpoints mid[1..K] below y (strictly, or <= y): a linear scan for the small E2M1
@@ -191,14 +237,21 @@ inline int count_mids(const double* mid, int K, double y) {
                  : int(std::upper_bound(mid + 1, mid + K + 1, y) - (mid + 1));
 }
 
-// Exact minimum of E(t) = Σ (|x_i| − t·Q(|x_i|/t))² over decode scales t ∈ (t_lo, 2·t0), t0 = absmax/max.
+// Exact minimum of E(t) = Σ w_i (|x_i| − t·Q(|x_i|/t))² (w_i = 1 without weights) over decode
+// scales t ∈ (t_lo, 2·t0), t0 = absmax/max.
 // Between breakpoints t = |x_i|/mid_k the assignment q is fixed and E is the quadratic
 // A t² − 2 B t + C with minimum at B/A; at a breakpoint E is continuous and its slope drops,
 // so minima lie at the clamped B/A of some interval. Scales t ≥ 2·t0 never win: every grid value
-// that can matter at 2t is also on the grid at t (the formats are closed under doubling there).
-// Below t_lo the largest element's clipping error alone exceeds the naive error.
-template <class F>
-inline double exact_decode_scale(const float* x, int n, float amax, double err_naive, Scratch& sc) {
+// that can matter at 2t is also on the grid at t (the formats are closed under doubling there),
+// element by element, so also for any non-negative weights.
+// Below t_lo some element's clipping error alone exceeds the naive objective.
+template <class F, bool kW>
+inline double exact_decode_scale_impl(const float* x, const float* w, int n, float amax, double obj_naive, Scratch& sc) {
+  using Event = SweepEventT<typename std::conditional<kW, double, float>::type>;
+  EventBuffers<Event>& buf = *[&]() {
+    if constexpr (kW) return &sc.weighted;
+    else return &sc.plain;
+  }();
   const Grid& g = grid_of(F::kId);
   const int K = g.K;
   const double* val = g.value.data();
@@ -206,7 +259,14 @@ inline double exact_decode_scale(const float* x, int n, float amax, double err_n
   const double* inv_mid = g.inv_mid.data();
   const double t0 = double(amax) / double(F::kMax);
   const double t_hi = 2.0 * t0;
-  double t_lo = (double(amax) - std::sqrt(err_naive) * (1.0 + 1e-9)) / double(F::kMax);
+  const double root = std::sqrt(obj_naive) * (1.0 + 1e-9);
+  double t_lo = (double(amax) - root) / double(F::kMax);
+  if constexpr (kW) {
+    t_lo = 0.0;
+    for (int i = 0; i < n; ++i) {
+      if (w[i] > 0.0f) t_lo = std::max(t_lo, (std::fabs(double(x[i])) - root / std::sqrt(double(w[i]))) / double(F::kMax));
+    }
+  }
   if (!(t_lo > 0.0)) t_lo = 0.0;
   const double inv_t_hi = 1.0 / t_hi;
   const double inv_t_lo = t_lo > 0.0 ? 1.0 / t_lo : 0.0;
@@ -214,7 +274,7 @@ inline double exact_decode_scale(const float* x, int n, float amax, double err_n
   // Event times use reciprocal products: a rounding difference can only reorder events that are
   // within an ulp of each other, and a misplaced event can only overestimate E (any assignment other
   // than nearest rounding has more error), never produce a value that is not achievable.
-  if (sc.events.size() < size_t(n) * size_t(K)) sc.events.resize(size_t(n) * size_t(K));
+  if (buf.events.size() < size_t(n) * size_t(K)) buf.events.resize(size_t(n) * size_t(K));
   if (sc.kidx.size() < size_t(2 * n)) sc.kidx.resize(size_t(2 * n));
   int* k_hi = sc.kidx.data();
   int* k_lo = k_hi + n;
@@ -238,26 +298,32 @@ inline double exact_decode_scale(const float* x, int n, float amax, double err_n
       k_lo[i] = count_mids<false>(mid, K, a * inv_t_hi);
     }
   }
-  SweepEvent* ev = sc.events.data();
+  Event* ev = buf.events.data();
   size_t ne = 0;
   double A = 0.0, B = 0.0, C = 0.0;
   for (int i = 0; i < n; ++i) {
     const double a = std::fabs(double(x[i]));
-    if (a == 0.0) continue;
-    C += a * a;
+    const double c = kW ? double(w[i]) : 1.0;
+    if (a == 0.0 || c == 0.0) continue;
+    C += c * (a * a);
     const double q = val[k_hi[i]];
-    A += q * q;
-    B += a * q;
+    A += c * (q * q);
+    B += c * (a * q);
     for (int k = k_hi[i]; k > k_lo[i]; --k) {
       ev[ne].t = a * inv_mid[k];
-      ev[ne].dA = g.d_sq[k];
-      ev[ne].dB = float(a * g.d_val[k]);
+      if constexpr (kW) {
+        ev[ne].dA = c * double(g.d_sq[k]);
+        ev[ne].dB = c * (a * g.d_val[k]);
+      } else {
+        ev[ne].dA = g.d_sq[k];
+        ev[ne].dB = float(a * g.d_val[k]);
+      }
       ++ne;
     }
   }
   sc.count = ne;
-  sort_events(sc, t_lo, t_hi);
-  ev = sc.events.data();
+  sort_events(buf, sc, t_lo, t_hi);
+  ev = buf.events.data();
 
   double best_e = std::numeric_limits<double>::infinity(), best_t = t0;
   double t_prev = t_lo;
@@ -278,16 +344,22 @@ inline double exact_decode_scale(const float* x, int n, float amax, double err_n
   return best_t;
 }
 
+template <class F>
+inline double exact_decode_scale(const float* x, const float* w, int n, float amax, double obj_naive, Scratch& sc) {
+  return w ? exact_decode_scale_impl<F, true>(x, w, n, amax, obj_naive, sc)
+           : exact_decode_scale_impl<F, false>(x, nullptr, n, amax, obj_naive, sc);
+}
+
 // The specification's search over multipliers s in [0.1·s0, 2·s0]: 20 ternary rounds.
 template <class F>
-inline float ternary_multiplier(const float* x, int n, float s0, double e0) {
+inline float ternary_multiplier(const float* x, const float* w, int n, float s0, double e0) {
   float lo = s0 * 0.1f, hi = s0 * 2.0f, best = s0;
   double best_e = e0;
   for (int r = 0; r < 20; ++r) {
     const float m1 = lo + (hi - lo) / 3.0f;
     const float m2 = hi - (hi - lo) / 3.0f;
-    const double e1 = eval_block<F, false>(x, n, m1).err;
-    const double e2 = eval_block<F, false>(x, n, m2).err;
+    const double e1 = eval_obj<F, false>(x, w, n, m1).obj;
+    const double e2 = eval_obj<F, false>(x, w, n, m2).obj;
     if (e1 < e2) {
       hi = m2;
       if (e1 < best_e) best_e = e1, best = m1;
@@ -301,28 +373,45 @@ inline float ternary_multiplier(const float* x, int n, float s0, double e0) {
 
 // FP32 scales: naive s0 = max/absmax, then the chosen search; never worse than naive.
 template <class F>
-inline BlockResult search_fp32(const float* x, int n, Search mode, Scratch& sc) {
+inline BlockResult search_fp32(const float* x, const float* w, int n, Search mode, Scratch& sc) {
   const float amax = block_absmax(x, n);
-  if (amax == 0.0f) return {1.0f, 0, 0.0, 0.0, 0};
+  if (amax == 0.0f) return {1.0f, 0, 0.0, 0.0, 0, 0.0, 0.0};
   const float s0 = F::kMax / amax;
-  const BlockEval naive = eval_block<F, false>(x, n, s0);
-  BlockResult r{s0, 0, naive.err, naive.err, naive.outliers};
+  const BlockObj naive = eval_obj<F, false>(x, w, n, s0);
+  BlockResult r{s0, 0, naive.err, naive.err, naive.outliers, naive.obj, naive.obj};
   float s = s0;
   if (mode == Search::Exact) {
-    const double t = exact_decode_scale<F>(x, n, amax, naive.err, sc);
+    const double t = exact_decode_scale<F>(x, w, n, amax, naive.obj, sc);
     s = float(1.0 / t);
   } else if (mode == Search::Ternary) {
-    s = ternary_multiplier<F>(x, n, s0, naive.err);
+    s = ternary_multiplier<F>(x, w, n, s0, naive.obj);
   }
   if (s != s0 && std::isfinite(s) && s > 0.0f) {
-    const BlockEval e = eval_block<F, false>(x, n, s);
-    if (e.err < naive.err) {
+    const BlockObj e = eval_obj<F, false>(x, w, n, s);
+    if (e.obj < naive.obj) {
       r.scale = s;
       r.err_after = e.err;
+      r.obj_after = e.obj;
       r.outliers = e.outliers;
     }
   }
   return r;
+}
+
+// The largest clipping penalty of any element at decode scale d: a lower bound of the objective.
+template <class F>
+inline double clip_bound(const float* x, const float* w, int n, float amax, double d) {
+  const double limit = double(F::kMax) * d * (1.0 + 1e-6);
+  if (w == nullptr) {
+    const double clip = double(amax) - limit;
+    return clip > 0.0 ? clip * clip : 0.0;
+  }
+  double b = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double clip = std::fabs(double(x[i])) - limit;
+    if (clip > 0.0) b = std::max(b, double(w[i]) * clip * clip);
+  }
+  return b;
 }
 
 // Encoded scales: evaluate candidate decode scales in ascending code order, standard first;
@@ -348,29 +437,31 @@ inline const E4M3Table& e4m3_table() {
 }
 
 template <class F>
-inline BlockResult search_nvfp4(const float* x, int n, float g, Search mode) {
+inline BlockResult search_nvfp4(const float* x, const float* w, int n, float g, Search mode) {
   const E4M3Table& tab = e4m3_table();
   const float amax = block_absmax(x, n);
-  if (amax == 0.0f) return {1.0f / (tab.value[1] * g), 1, 0.0, 0.0, 0};
+  if (amax == 0.0f) return {1.0f / (tab.value[1] * g), 1, 0.0, 0.0, 0, 0.0, 0.0};
   uint8_t std_code = e4m3_encode_rne(amax / (6.0f * g));
   if (std_code == 0) std_code = 1;  // the smallest positive E4M3 value, 2^-9
   const float d_std = tab.value[std_code] * g;
-  const BlockEval e_std = eval_block<F, true>(x, n, d_std);
-  BlockResult r{1.0f / d_std, std_code, e_std.err, e_std.err, e_std.outliers};
+  const BlockObj e_std = eval_obj<F, true>(x, w, n, d_std);
+  BlockResult r{1.0f / d_std, std_code, e_std.err, e_std.err, e_std.outliers, e_std.obj, e_std.obj};
   auto try_code = [&](int c) {
     const float d = tab.value[c] * g;
     if (!(d > 0.0f) || !std::isfinite(d)) return;
-    const BlockEval e = eval_block<F, true>(x, n, d);
-    if (e.err < r.err_after) {
+    const BlockObj e = eval_obj<F, true>(x, w, n, d);
+    if (e.obj < r.obj_after) {
       r.scale = 1.0f / d;
       r.code = uint8_t(c);
       r.err_after = e.err;
+      r.obj_after = e.obj;
       r.outliers = e.outliers;
     }
   };
   if (mode == Search::Exact) {
     const double half_range = double(amax) / (double(F::kMax) * 0.5);
-    const double d_lo = (double(amax) - std::sqrt(r.err_after) * (1.0 + 1e-9)) / double(F::kMax);
+    // Without weights, codes below d_lo clip the largest element by more than the standard error.
+    const double d_lo = w ? 0.0 : (double(amax) - std::sqrt(r.obj_after) * (1.0 + 1e-9)) / double(F::kMax);
     int c_lo = 1;
     if (d_lo > 0.0) c_lo = std::max(1, int(e4m3_encode_rne(float(d_lo / double(g)))) - 1);
     for (int c = c_lo; c <= 126; ++c) {
@@ -380,12 +471,11 @@ inline BlockResult search_nvfp4(const float* x, int n, float g, Search mode) {
         if (tab.halvable[c]) continue;
       }
       if (c == std_code) continue;
-      const double clip = double(amax) - double(F::kMax) * d * (1.0 + 1e-6);
-      if (clip > 0.0 && clip * clip > r.err_after) continue;
+      if (clip_bound<F>(x, w, n, amax, d) > r.obj_after) continue;
       try_code(c);
     }
   } else if (mode == Search::Ternary) {
-    const float s = ternary_multiplier<F>(x, n, 1.0f / d_std, e_std.err);
+    const float s = ternary_multiplier<F>(x, w, n, 1.0f / d_std, e_std.obj);
     int c = e4m3_encode_rne((1.0f / s) / g);
     if (c == 0) c = 1;
     if (c != std_code) try_code(c);
@@ -408,21 +498,22 @@ inline int floor_log2(float v) {
 }
 
 template <class F>
-inline BlockResult search_mx(const float* x, int n, Search mode) {
+inline BlockResult search_mx(const float* x, const float* w, int n, Search mode) {
   const float amax = block_absmax(x, n);
-  if (amax == 0.0f) return {1.0f, 127, 0.0, 0.0, 0};
+  if (amax == 0.0f) return {1.0f, 127, 0.0, 0.0, 0, 0.0, 0.0};
   const int emax = mx_emax_elem(F::kId);
   const int k_std = std::min(127, std::max(-127, floor_log2(amax) - emax));
   const float d_std = pow2_exact(k_std);
-  const BlockEval e_std = eval_block<F, true>(x, n, d_std);
-  BlockResult r{1.0f / d_std, uint8_t(k_std + 127), e_std.err, e_std.err, e_std.outliers};
+  const BlockObj e_std = eval_obj<F, true>(x, w, n, d_std);
+  BlockResult r{1.0f / d_std, uint8_t(k_std + 127), e_std.err, e_std.err, e_std.outliers, e_std.obj, e_std.obj};
   auto try_k = [&](int k) {
     const float d = pow2_exact(k);
-    const BlockEval e = eval_block<F, true>(x, n, d);
-    if (e.err < r.err_after) {
+    const BlockObj e = eval_obj<F, true>(x, w, n, d);
+    if (e.obj < r.obj_after) {
       r.scale = 1.0f / d;
       r.code = uint8_t(k + 127);
       r.err_after = e.err;
+      r.obj_after = e.obj;
       r.outliers = e.outliers;
     }
   };
@@ -434,15 +525,14 @@ inline BlockResult search_mx(const float* x, int n, Search mode) {
     while (k_top < 127 && double(pow2_exact(k_top)) < half_range) ++k_top;
     int k_bottom = k_std;
     while (k_bottom > -127) {
-      const double clip = double(amax) - double(F::kMax) * double(pow2_exact(k_bottom - 1));
-      if (clip > 0.0 && clip * clip > r.err_after) break;
+      if (clip_bound<F>(x, w, n, amax, double(pow2_exact(k_bottom - 1))) > r.obj_after) break;
       --k_bottom;
     }
     for (int k = k_bottom; k <= k_top; ++k) {
       if (k != k_std) try_k(k);
     }
   } else if (mode == Search::Ternary) {
-    const float s = ternary_multiplier<F>(x, n, 1.0f / d_std, e_std.err);
+    const float s = ternary_multiplier<F>(x, w, n, 1.0f / d_std, e_std.obj);
     const int k = std::min(127, std::max(-127, int(std::lround(-std::log2(double(s))))));
     if (k != k_std) try_k(k);
   }

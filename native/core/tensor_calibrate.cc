@@ -146,6 +146,8 @@ CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
   for (const RangeSums& s : sums) {
     out.sum_err_before += s.err_before;
     out.sum_err_after += s.err_after;
+    out.sum_obj_before += s.obj_before;
+    out.sum_obj_after += s.obj_after;
     out.outliers += s.outliers;
     out.counted += s.counted;
   }

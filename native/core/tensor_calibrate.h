@@ -33,6 +33,9 @@ struct CalibParams {
   int threads = 0;               // 0: all hardware threads
   bool allow_nonfinite = false;  // NaN/Inf elements are excluded (treated as 0, not counted) instead of rejected
   bool diagnostics = true;       // per-block MSE before/after and outlier counts
+  // Optional per-column weights (length cols, finite, >= 0): the search then minimizes
+  // Σ_j w_j (x_ij − x̂_ij)², e.g. with w_j = E[x_j²] of the layer's inputs (activation-aware).
+  const float* col_weights = nullptr;
   // Optional control words shared with the caller: [0] != 0 requests cancellation,
   // [1] receives the number of blocks done (relaxed atomics).
   int32_t* control = nullptr;
@@ -45,6 +48,7 @@ struct CalibOutput {
   std::vector<float> block_mse_before, block_mse_after;
   std::vector<uint16_t> block_outliers;
   double sum_err_before = 0.0, sum_err_after = 0.0;
+  double sum_obj_before = 0.0, sum_obj_after = 0.0;  // the weighted objective (= errors without weights)
   uint64_t outliers = 0;
   uint64_t counted = 0;               // elements in the error sums (numel minus excluded non-finite)
   uint64_t nonfinite = 0;

@@ -18,6 +18,7 @@ struct KernelJob {
 
 struct RangeSums {
   double err_before = 0.0, err_after = 0.0;
+  double obj_before = 0.0, obj_after = 0.0;
   uint64_t outliers = 0, counted = 0;
 };
 

@@ -18,6 +18,8 @@ export interface NativeCalibrateOptions {
   diagnostics?: boolean;
   /** [0]: set non-zero to cancel; [1]: blocks done so far (written by the addon). */
   control?: Int32Array;
+  /** Per-column weights w_j ≥ 0 (length cols): the search minimizes Σ w_j (x − x̂)² instead. */
+  columnWeights?: Float32Array;
 }
 
 export interface NativeCalibrateResult {
@@ -30,6 +32,9 @@ export interface NativeCalibrateResult {
   blockOutliers?: Uint16Array;
   sumErrBefore: number;
   sumErrAfter: number;
+  /** The weighted objective, when columnWeights were given. */
+  sumObjBefore?: number;
+  sumObjAfter?: number;
   outliers: number;
   counted: number;
   nonfinite: number;
