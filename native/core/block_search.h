@@ -37,16 +37,22 @@ struct BlockEval {
   uint32_t outliers;
 };
 
+// |x| − |x̂| of one element (exact in double), counting it when it clips.
+template <class F, bool kDecode>
+inline double elem_diff(float x, float scale, uint32_t& outliers) {
+  const float ax = std::fabs(x);
+  const float y = kDecode ? ax / scale : ax * scale;
+  outliers += y > F::kMax ? 1u : 0u;
+  const float q = round_abs<F>(y);
+  const float xh = kDecode ? q * scale : q / scale;
+  return double(ax) - double(xh);
+}
+
 template <class F, bool kDecode>
 inline BlockEval eval_block_scalar(const float* x, int i, int n, float scale, double* lane) {
   uint32_t outliers = 0;
   for (; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    const float y = kDecode ? ax / scale : ax * scale;
-    outliers += y > F::kMax ? 1u : 0u;
-    const float q = round_abs<F>(y);
-    const float xh = kDecode ? q * scale : q / scale;
-    const double d = double(ax) - double(xh);
+    const double d = elem_diff<F, kDecode>(x[i], scale, outliers);
     lane[i & 7] += d * d;
   }
   return {0.0, outliers};
@@ -152,12 +158,7 @@ inline BlockObj eval_obj(const float* x, const float* w, int n, float scale) {
   double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, wlane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   uint32_t outliers = 0;
   for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    const float y = kDecode ? ax / scale : ax * scale;
-    outliers += y > F::kMax ? 1u : 0u;
-    const float q = round_abs<F>(y);
-    const float xh = kDecode ? q * scale : q / scale;
-    const double d = double(ax) - double(xh);
+    const double d = elem_diff<F, kDecode>(x[i], scale, outliers);
     const double d2 = d * d;
     lane[i & 7] += d2;
     wlane[i & 7] += double(w[i]) * d2;
