@@ -5,7 +5,10 @@
 
 #include "../core/tensor_calibrate.h"
 #include "calibrate_worker.h"
+#include "encoder_binding.h"
 #include "formats_binding.h"
+#include "generate_binding.h"
+#include "quantize_binding.h"
 
 #ifndef CALIBSCOPE_VERSION
 #define CALIBSCOPE_VERSION "0.0.0"
@@ -34,6 +37,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("roundElements", Napi::Function::New(env, RoundElements));
   exports.Set("e8m0Cast", Napi::Function::New(env, E8m0Cast));
   exports.Set("e4m3Decode", Napi::Function::New(env, E4m3Decode));
+  exports.Set("generateTrainedLike", Napi::Function::New(env, GenerateTrainedLike));
+  RegisterQuantize(env, exports);  // quantize, fakeQuantize, dequantize, quantizedError
+  exports.Set("Encoder", EncoderClass(env));
   return exports;
 }
 

@@ -3,24 +3,43 @@
 import { asCalibscopeError, type CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CALIBRATE_HELP, calibrateCommand } from './commands/calibrate.js';
+import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { quickstartCommand } from './commands/quickstart.js';
+import { attributeCommand, embedCommand, validateCommand } from './commands/semantic.js';
+import { serveCommand } from './commands/serve.js';
+import { statusCommand } from './commands/status.js';
 import type { CommandContext } from './context.js';
 
 const HELP = `calibscope ${CALIBSCOPE_VERSION}: MSE-optimal block scales for FP8/FP4 weight quantization
 
 usage:
   calibscope calibrate <model> --format F [options]   calibrate a checkpoint, write its profile
+  calibscope status <model> --format F [--json]      state of the cached profile, with the reason
+  calibscope demo --size tiny|full --out DIR [--seed N] [--json]
+                                                      write the 12-model demo pipeline (trained-like weights)
   calibscope info [--json]                            version, threads, SIMD, CUDA
+  calibscope embed <model> [--queries F] [--json]      embed queries with the model's FP16 weights
+  calibscope validate <model> (--profile D | --format F) [--threshold T] [--json]
+                                                      FP16 vs quantized embeddings: Pearson, retrieval
+  calibscope attribute <model> --format F [--json]    which tensors drift; mixed-precision suggestion
   calibscope quickstart                               calibrate the bundled example model
+  calibscope serve [--pipeline F | --model D] [--format F] [--cache D] [--host H] [--port N] [--no-open]
+                                                      the workbench in a browser; prints its URL
 
 ${CALIBRATE_HELP}`;
 
 type Command = (argv: string[], ctx: CommandContext) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   calibrate: calibrateCommand,
+  demo: demoCommand,
+  attribute: attributeCommand,
+  embed: embedCommand,
   info: infoCommand,
   quickstart: quickstartCommand,
+  serve: serveCommand,
+  status: statusCommand,
+  validate: validateCommand,
 };
 
 const USAGE_CODES = new Set(['E_BAD_ARGUMENT', 'E_BAD_FORMAT', 'E_BAD_BLOCK_SIZE']);

@@ -43,6 +43,40 @@ export interface NativeCalibrateResult {
   globalDecode: number;
 }
 
+/** Quantized tensors (native/addon/quantize_binding.h): the block scales of a rows × cols tensor,
+ *  rows × ceil(cols / blockSize) row-major: `scales` (multipliers s) for fp4/fp8_*, `codes` for
+ *  nvfp4 (E4M3 bytes, with `globalScale`) and mxfp4/mxfp8 (UE8M0 biased exponents). */
+export interface NativeQuantOptions {
+  dtype: NativeDType;
+  rows: number;
+  cols: number;
+  scheme: SchemeName;
+  blockSize: number;
+  scales?: Float32Array;
+  codes?: Uint8Array;
+  globalScale?: number;
+  threads?: number;
+  /** NaN/Inf become 0 (as the search excluded them) instead of failing with E_NONFINITE. */
+  allowNonfinite?: boolean;
+}
+
+export interface NativeQuantizeResult {
+  /** rows × rowStride bytes; the view starts at a 64-byte aligned address (byteOffset may be > 0). */
+  elements: Uint8Array;
+  rowStride: number;
+  /** A 64-byte aligned copy of the scales: Float32Array (FP32 schemes) or Uint8Array codes. */
+  scales: Float32Array | Uint8Array;
+  globalScale?: number;
+  outliers: number;
+  nonfinite: number;
+}
+
+export interface NativeQuantizedErrorResult {
+  sumSquaredError: number;
+  counted: number;
+  nonfinite: number;
+}
+
 export interface NativeInfo {
   version: string;
   simd: string;
@@ -50,12 +84,97 @@ export interface NativeInfo {
   cuda: { compiled: boolean; available: boolean; reason: string; devices: unknown[] };
 }
 
+export interface NativeEncoderConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  activation: 'gelu' | 'gelu_tanh' | 'relu';
+}
+
+export interface NativeForwardOptions {
+  /** ids and mask are batch × seqLen, row-major; a token at column p has position p. */
+  batch: number;
+  seqLen: number;
+  threads?: number;
+  /** Run layers [startLayer, endLayer); a start after 0 needs hiddenIn, the state entering it. */
+  startLayer?: number;
+  endLayer?: number;
+  /** attended tokens × hidden, in batch order. */
+  hiddenIn?: Float32Array;
+  /** Also return the hidden state entering every layer that runs. */
+  capture?: boolean;
+  /** [0]: set non-zero to cancel; [1]: sequences done (written by the addon). */
+  control?: Int32Array;
+}
+
+export interface NativeForwardResult {
+  /** Attended tokens (mask 1) in batch order. */
+  tokens: number;
+  /** tokens × hidden: the last hidden state of every attended token. */
+  hidden: Float32Array;
+  layerInputs?: Float32Array[];
+}
+
+/** A BERT-family encoder held by the addon: weights are copied in once and replaced at will. */
+export interface NativeEncoder {
+  setWeight(name: string, data: Float32Array): void;
+  weights(): { name: string; shape: number[] }[];
+  missing(): string[];
+  forward(ids: Int32Array, mask: Uint8Array, options: NativeForwardOptions): Promise<NativeForwardResult>;
+  dispose(): void;
+}
+
+export interface NativeEncoderClass {
+  new (config: NativeEncoderConfig): NativeEncoder;
+  /** The GEMM's instruction set on this CPU: "avx2" or "baseline". */
+  isa(): string;
+  /** Test hook: false forces the portable kernels; returns the ISA now in use. */
+  allowSimd(allow: boolean): string;
+}
+
+/** Trained-like weights (src/util/trained_like.ts's recipe), generated natively on CPU threads. */
+export interface NativeTrainedLikeOptions {
+  /** The whole tensor's shape (rows × cols); each row's values depend only on (seed, row). */
+  rows: number;
+  cols: number;
+  /** An integer below 2^53. */
+  seed: number;
+  dtype: 'F16' | 'F32';
+  /** The slice of rows to generate (default: all). */
+  rowStart?: number;
+  rowCount?: number;
+  /** Bulk standard deviation before the per-row spread (default 0.02). */
+  std?: number;
+  /** Sigma of the log-normal per-row scale (default 0.3). */
+  rowSpread?: number;
+  /** Added to every value (default 0). */
+  offset?: number;
+  /** floor(cols · outlierFraction) distinct columns are multiplied by outlierGain (defaults 1/64, 8). */
+  outlierFraction?: number;
+  outlierGain?: number;
+  threads?: number;
+  /** false: the baseline kernel even on AVX2 CPUs (both give the same bytes). */
+  simd?: boolean;
+}
+
 export interface NativeAddon {
+  Encoder: NativeEncoderClass;
   info(): NativeInfo;
   calibrate(weights: Uint8Array, options: NativeCalibrateOptions): Promise<NativeCalibrateResult>;
   roundElements(values: Float32Array, elem: ElemName): Float32Array;
   e8m0Cast(values: Float32Array): Float32Array;
   e4m3Decode(codes: Uint8Array): Float32Array;
+  /** Row-major values: F16 bits (round to nearest even) or F32, little-endian; at most 2 GiB per call. */
+  generateTrainedLike(options: NativeTrainedLikeOptions): Promise<Uint8Array>;
+  quantize(weights: Uint8Array, options: NativeQuantOptions): Promise<NativeQuantizeResult>;
+  fakeQuantize(weights: Uint8Array, options: NativeQuantOptions): Promise<Float32Array>;
+  dequantize(elements: Uint8Array, options: Omit<NativeQuantOptions, 'dtype'> & { rowStride: number }): Promise<Float32Array>;
+  quantizedError(weights: Uint8Array, elements: Uint8Array, options: NativeQuantOptions & { rowStride: number }): Promise<NativeQuantizedErrorResult>;
 }
 
 let cached: NativeAddon | undefined;

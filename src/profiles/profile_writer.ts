@@ -167,23 +167,42 @@ export class ProfileWriter {
   }
 
   private async moveIntoPlace(): Promise<void> {
-    const exists = await checkReplaceable(this.outDir);
     const parent = path.dirname(this.outDir);
-    if (!exists) {
-      await fs.promises.rename(this.tmpDir, this.outDir);
-    } else {
-      // Swap: the old profile is moved aside first, so a reader sees either the old or the new one.
-      const old = path.join(parent, `.${path.basename(this.outDir)}.old-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-      await fs.promises.rename(this.outDir, old);
+    // Another writer (a second process calibrating the same model) may put its own profile here
+    // between any two of these steps; each race shows up as ENOENT / ENOTEMPTY / EEXIST and is
+    // retried. Both profiles are complete, so whichever lands last is a valid one.
+    for (let attempt = 0; ; attempt++) {
       try {
-        await fs.promises.rename(this.tmpDir, this.outDir);
+        await this.moveOnce(parent);
+        break;
       } catch (err) {
-        await fs.promises.rename(old, this.outDir).catch(() => undefined);
-        throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        const racing = code === 'ENOENT' || code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'EPERM';
+        if (!racing || attempt >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * (attempt + 1)));
       }
-      await fs.promises.rm(old, { recursive: true, force: true });
     }
     await fsyncDir(parent);
+  }
+
+  private async moveOnce(parent: string): Promise<void> {
+    const exists = await checkReplaceable(this.outDir);
+    if (!exists) {
+      await fs.promises.rename(this.tmpDir, this.outDir);
+      return;
+    }
+    // Swap: the old profile is moved aside first, so a reader sees either the old or the new one.
+    const old = path.join(parent, `.${path.basename(this.outDir)}.old-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+    await fs.promises.rename(this.outDir, old);
+    try {
+      await fs.promises.rename(this.tmpDir, this.outDir);
+    } catch (err) {
+      // Put the old profile back unless a concurrent writer already filled the place.
+      await fs.promises.rename(old, this.outDir).catch(() => undefined);
+      await fs.promises.rm(old, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
+    await fs.promises.rm(old, { recursive: true, force: true });
   }
 
   async abort(): Promise<void> {

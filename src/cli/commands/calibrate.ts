@@ -1,17 +1,24 @@
-// `calibscope calibrate <model> --format F ...`: calibrate one checkpoint and write its profile.
+// `calibscope calibrate <model> --format F ...`: calibrate one checkpoint into the cache (reusing a
+// valid profile) or into --out; `calibscope calibrate --pipeline FILE`: every model of a manifest.
 import path from 'node:path';
 import { QuantizationCalibrator } from '../../calibration/calibrator.js';
-import { configHash } from '../../calibration/config.js';
 import { improvementRatio } from '../../calibration/schemes.js';
+import type { ModelCalibrationProfile } from '../../calibration/types.js';
 import { openCheckpoint } from '../../checkpoints/checkpoint.js';
-import { defaultCacheDir, profileDir } from '../../profiles/paths.js';
+import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
+import { runPipeline, type PipelineProfile } from '../../pipeline/run.js';
+import { calibrateCached, openCache } from '../../profiles/cache.js';
+import { defaultCacheDir } from '../../profiles/paths.js';
 import { CalibscopeError } from '../../util/errors.js';
-import { blockSizesOption, intOption, listOption, numberOption, parseArgs } from '../args.js';
+import { intOption, parseArgs } from '../args.js';
+import { CONFIG_SPEC, configInput } from '../config_options.js';
 import { eng, table } from '../format.js';
+import { PipelineProgress } from '../pipeline_progress.js';
 import { ProgressBar } from '../progress.js';
 import type { CommandContext } from '../context.js';
 
 export const CALIBRATE_HELP = `calibscope calibrate <model> --format F [options]
+calibscope calibrate --pipeline FILE [--format F] [options]
 
   <model>                 a .safetensors file, a Hugging Face / sentence-transformers folder,
                           or a sharded model.safetensors.index.json
@@ -23,22 +30,25 @@ export const CALIBRATE_HELP = `calibscope calibrate <model> --format F [options]
   --include GLOBS         comma-separated tensor name patterns to calibrate (\`*\` wildcard)
   --exclude GLOBS         comma-separated tensor name patterns to leave alone
   --allow-nonfinite       exclude NaN/Inf weights instead of failing
-  --threads N             worker threads (default: all cores)
-  --out DIR               the profile folder to write
-                          (default <cache>/calibration/<model-id>/<format>-<config-hash>)
-  --cache DIR             cache folder (default ${defaultCacheDir()})
-  --json                  print one JSON object: {"profile_path", "profile"}`;
+  --threads N             worker threads per tensor (default: all cores)
+  --cache DIR             cache folder (default ${defaultCacheDir()}); the profile goes to
+                          <cache>/calibration/<model-id>/<format>-<config-hash>/ and a valid one
+                          there is reused instead of recalibrated
+  --force                 recalibrate even when the cached profile is valid
+  --out DIR               write the profile to DIR instead, always recalibrating (no cache)
+  --pipeline FILE         calibrate every model of a pipeline.json (see docs/pipeline.md);
+                          a model's own "format" etc. override the options here
+  --jobs N                pipeline: models calibrated at the same time (default: by cores)
+  --no-diagnostics        skip diagnostics.safetensors
+  --json                  print one JSON object: {"cached", "profile_path", "profile"}
+                          ({"profile_path", "profile"} with --out; {"profiles": [...]} for a pipeline)`;
 
 const SPEC = {
-  format: 'string',
-  'block-sizes': 'string',
-  'block-policy': 'string',
-  'bits-tolerance': 'string',
-  search: 'string',
-  include: 'string',
-  exclude: 'string',
-  'allow-nonfinite': 'boolean',
+  ...CONFIG_SPEC,
   threads: 'string',
+  force: 'boolean',
+  pipeline: 'string',
+  jobs: 'string',
   out: 'string',
   cache: 'string',
   json: 'boolean',
@@ -49,52 +59,7 @@ function ratioText(r: number | null): string {
   return r === null ? 'error removed entirely' : `${r.toFixed(3)}×`;
 }
 
-export async function calibrateCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { positionals, options } = parseArgs(argv, SPEC);
-  ctx.json = Boolean(options.json);
-  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `calibrate takes one model path\n\n${CALIBRATE_HELP}`);
-  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--format is required\n\n${CALIBRATE_HELP}`);
-  const calibrator = new QuantizationCalibrator({
-    format: options.format,
-    block_sizes: blockSizesOption(options['block-sizes']),
-    block_policy: options['block-policy'] as string | undefined,
-    bits_tolerance: numberOption(options['bits-tolerance'], 'bits-tolerance'),
-    search: options.search as string | undefined,
-    include: listOption(options.include, 'include'),
-    exclude: listOption(options.exclude, 'exclude'),
-    allow_nonfinite: Boolean(options['allow-nonfinite']),
-  });
-  const threads = intOption(options.threads, 'threads', 1, 1024);
-  const ckpt = await openCheckpoint(positionals[0]);
-  const cache = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
-  const outDir =
-    typeof options.out === 'string'
-      ? path.resolve(options.out)
-      : profileDir(cache, ckpt.modelId, calibrator.config.format, configHash(calibrator.config));
-
-  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
-  const started = process.hrtime.bigint();
-  let result;
-  try {
-    result = await calibrator.calibrateModel(ckpt, {
-      threads,
-      outDir,
-      signal: ctx.signal,
-      diagnostics: !options['no-diagnostics'],
-      onProgress: (p) =>
-        bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `${p.tensorsDone}/${p.tensorsTotal} ${p.tensor ?? ''}`),
-    });
-  } finally {
-    bar.done();
-    await ckpt.close();
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const { profile, profilePath } = result;
-
-  if (ctx.json) {
-    ctx.out(JSON.stringify({ profile_path: profilePath, profile }));
-    return 0;
-  }
+function printProfile(ctx: CommandContext, profile: ModelCalibrationProfile, tail: string): void {
   const rows = Object.values(profile.tensor_calibrations).map((r) => [
     r.tensor_name,
     `[${r.shape.join('×')}]`,
@@ -110,9 +75,145 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   ctx.out(
     `${profile.model_id}: ${Object.keys(profile.tensor_calibrations).length} tensors, ${eng(numel)} weights, ` +
       `${profile.format}, overall MSE ${eng(profile.overall_mse_before)} → ${eng(profile.overall_mse)} ` +
-      `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))}) in ${seconds.toFixed(2)} s`,
+      `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))}) ${tail}`,
   );
   if (profile.skipped_tensors.length > 0) ctx.out(`skipped ${profile.skipped_tensors.length} tensors (1-D or unsupported; see profile.json)`);
+}
+
+function cacheOption(options: Record<string, string | boolean | undefined>): string {
+  return typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
+}
+
+export async function calibrateCommand(argv: string[], ctx: CommandContext): Promise<number> {
+  const { positionals, options } = parseArgs(argv, SPEC);
+  ctx.json = Boolean(options.json);
+  if (typeof options.pipeline === 'string') {
+    if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'calibrate --pipeline takes no model path');
+    if (typeof options.out === 'string') throw new CalibscopeError('E_BAD_ARGUMENT', '--out cannot be used with --pipeline: profiles go to the cache (--cache DIR)');
+    return pipelineCommand(options.pipeline, options, ctx);
+  }
+  if (options.jobs !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', '--jobs is for --pipeline');
+  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `calibrate takes one model path\n\n${CALIBRATE_HELP}`);
+  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--format is required\n\n${CALIBRATE_HELP}`);
+  const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format });
+  const threads = intOption(options.threads, 'threads', 1, 1024);
+  const diagnostics = !options['no-diagnostics'];
+
+  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
+  const onProgress = (p: { elementsDone: number; elementsTotal: number; tensorsDone: number; tensorsTotal: number; tensor: string | null }) =>
+    bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `${p.tensorsDone}/${p.tensorsTotal} ${p.tensor ?? ''}`);
+  const started = process.hrtime.bigint();
+  const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+
+  if (typeof options.out !== 'string') {
+    // The cache: reuse a valid profile, calibrate a missing, stale or damaged one.
+    const cache = cacheOption(options);
+    await openCache(cache);
+    let r;
+    try {
+      r = await calibrateCached({
+        cacheDir: cache,
+        model: positionals[0],
+        config: calibrator.config,
+        force: Boolean(options.force),
+        threads,
+        diagnostics,
+        signal: ctx.signal,
+        onProgress,
+        onPhase: (phase, owner) => {
+          if (phase === 'waiting' && !ctx.json) ctx.err(`calibscope: waiting for process ${owner?.pid} (${owner?.host}), which is calibrating the same profile`);
+        },
+      });
+    } finally {
+      bar.done();
+    }
+    if (r.droppedSignOff && !ctx.json) {
+      ctx.err(`calibscope: note: the previous profile's sign-off (${r.droppedSignOff.decision} by ${r.droppedSignOff.reviewer}) does not carry over to the new one`);
+    }
+    if (ctx.json) {
+      ctx.out(JSON.stringify({ cached: r.cached, profile_path: r.profilePath, profile: r.profile }));
+      return 0;
+    }
+    printProfile(ctx, r.profile, r.cached ? `— cached (${r.before.state}: ${r.before.reason})` : `in ${seconds().toFixed(2)} s (was ${r.before.state})`);
+    ctx.out(`profile: ${r.profilePath}`);
+    return 0;
+  }
+
+  // --out: an explicit destination, always recalibrated (the cache is not consulted).
+  const ckpt = await openCheckpoint(positionals[0]);
+  let result;
+  try {
+    result = await calibrator.calibrateModel(ckpt, { threads, outDir: path.resolve(options.out), signal: ctx.signal, diagnostics, onProgress });
+  } finally {
+    bar.done();
+    await ckpt.close();
+  }
+  const { profile, profilePath } = result;
+  if (ctx.json) {
+    ctx.out(JSON.stringify({ profile_path: profilePath, profile }));
+    return 0;
+  }
+  printProfile(ctx, profile, `in ${seconds().toFixed(2)} s`);
   ctx.out(`profile: ${profilePath}`);
+  return 0;
+}
+
+async function pipelineCommand(file: string, options: Record<string, string | boolean | undefined>, ctx: CommandContext): Promise<number> {
+  const manifest = await loadManifest(file);
+  const models = resolveModels(manifest, configInput(options));
+  const threads = intOption(options.threads, 'threads', 1, 1024);
+  const jobs = intOption(options.jobs, 'jobs', 1, 256);
+  const cache = cacheOption(options);
+  await openCache(cache);
+  const started = process.hrtime.bigint();
+  const progress = new PipelineProgress(
+    models.map((m) => ({ id: m.entry.id })),
+    process.stderr,
+    !ctx.json && Boolean(process.stderr.isTTY),
+  );
+  let run;
+  try {
+    run = await runPipeline(models, {
+      cacheDir: cache,
+      force: Boolean(options.force),
+      threads,
+      concurrency: jobs,
+      diagnostics: !options['no-diagnostics'],
+      signal: ctx.signal,
+      onEvent: (e) => progress.update(e),
+    });
+  } finally {
+    progress.done();
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const done = run.profiles.filter((p): p is PipelineProfile => p !== null);
+  if (run.failures.length > 0) {
+    const first = run.failures[0].error;
+    throw new CalibscopeError(
+      first.code,
+      `${run.failures.length} of ${models.length} models failed: ` + run.failures.map((f) => `${f.model_id}: ${f.error.message}`).join('; '),
+      {
+        failed: run.failures.map((f) => ({ model_id: f.model_id, ...f.error.toJSON() })),
+        profiles: done,
+      },
+    );
+  }
+  if (ctx.json) {
+    ctx.out(JSON.stringify({ profiles: done }));
+    return 0;
+  }
+  const rows = done.map((p) => [
+    p.model_id,
+    p.format,
+    p.cached ? `cached (${p.state_before})` : `calibrated (was ${p.state_before})`,
+    String(p.tensors),
+    `${eng(p.overall_mse_before)} → ${eng(p.overall_mse)}`,
+    p.seconds.toFixed(2),
+    p.profile_path,
+  ]);
+  ctx.out(table(['model', 'format', 'profile', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, true, false, true, false]));
+  const fresh = done.filter((p) => !p.cached).length;
+  ctx.out('');
+  ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);
   return 0;
 }

@@ -1,0 +1,82 @@
+// Top bar: what is open, opening a model folder or pipeline by path (the Electron menu does the
+// same with a file dialog), recent items, the theme switch and the connection state.
+import { useState } from 'react';
+import { useActions, useW } from '../context';
+import type { ThemePref } from '../store';
+
+const RECENT_KEY = 'calibscope.recent';
+
+function recent(): string[] {
+  try {
+    const v = JSON.parse(localStorage.getItem(RECENT_KEY) ?? '[]');
+    return Array.isArray(v) ? v.filter((x) => typeof x === 'string').slice(0, 10) : [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(p: string) {
+  try {
+    localStorage.setItem(RECENT_KEY, JSON.stringify([p, ...recent().filter((x) => x !== p)].slice(0, 10)));
+  } catch {
+    // no storage: no recent list
+  }
+}
+
+const NEXT_THEME: Record<ThemePref, ThemePref> = { auto: 'dark', dark: 'light', light: 'auto' };
+
+export function Header() {
+  const info = useW((s) => s.info);
+  const ws = useW((s) => s.workspace);
+  const conn = useW((s) => s.connection);
+  const theme = useW((s) => s.theme);
+  const a = useActions();
+  const [open, setOpen] = useState(false);
+  const [path, setPath] = useState('');
+  const [kind, setKind] = useState<'model' | 'pipeline'>('pipeline');
+  const submit = async () => {
+    const p = path.trim();
+    if (!p) return;
+    remember(p);
+    if (kind === 'model') await a.openModel(p);
+    else await a.openPipeline(p);
+    setOpen(false);
+  };
+  return (
+    <header className="topbar">
+      <span className="brand">calibscope</span>
+      <span className="muted ws-name">{ws ? `${ws.isDemo ? 'demo · ' : ''}${ws.name}` : ''}</span>
+      <span className="grow" />
+      {open ? (
+        <form
+          className="open-form"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void submit();
+          }}
+        >
+          <select value={kind} onChange={(e) => setKind(e.target.value as 'model' | 'pipeline')} aria-label="what to open">
+            <option value="pipeline">pipeline.json</option>
+            <option value="model">model folder</option>
+          </select>
+          <input list="recent-paths" value={path} onChange={(e) => setPath(e.target.value)} placeholder="path on the machine running calibscope" aria-label="path" autoFocus />
+          <datalist id="recent-paths">
+            {recent().map((r) => (
+              <option key={r} value={r} />
+            ))}
+          </datalist>
+          <button className="primary" type="submit">Open</button>
+          <button type="button" onClick={() => setOpen(false)}>Close</button>
+        </form>
+      ) : (
+        <button onClick={() => setOpen(true)}>Open…</button>
+      )}
+      <button onClick={() => a.setTheme(NEXT_THEME[theme])} title="theme: follows the system unless set">
+        theme: {theme}
+      </button>
+      <span className={`conn conn-${conn}`} title={info ? `calibscope ${info.version} · ${info.mode} · cache ${info.cacheDir}` : ''}>
+        {conn === 'open' ? '●' : conn === 'connecting' ? '○' : '✕'} {conn}
+      </span>
+    </header>
+  );
+}

@@ -1,0 +1,171 @@
+// Centre bottom: the selected tensor's rows × blocks heatmap with the metric switch. The service
+// downsamples to the plot's pixel size; zooming asks for the zoomed window again, so detail grows
+// down to one cell per block, where values are exact. Hover shows the cell, and for a single
+// block every stored metric, exactly.
+import type { PlotMouseEvent, PlotRelayoutEvent } from 'plotly.js';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import type { GridMetric } from '../../../src/service/protocol';
+import { useActions, useW } from '../context';
+import { eng, exact } from '../format';
+import { Plot } from '../Plot';
+import { plotColors, useResolvedTheme } from '../theme';
+import { cellAt, heatmapTrace, METRIC_LABELS, type CellInfo } from './heatmap_data';
+import { recordTiming } from '../timings';
+
+const METRICS: GridMetric[] = ['scale', 'mse_before', 'mse_after', 'improvement', 'outliers'];
+
+function num(v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : typeof v === 'string' && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null;
+}
+
+export function Heatmap() {
+  const grid = useW((s) => s.grid);
+  const metric = useW((s) => s.metric);
+  const model = useW((s) => s.selectedModel);
+  const tensor = useW((s) => s.selectedTensor);
+  const hover = useW((s) => s.hover);
+  const loading = useW((s) => s.gridLoading);
+  const fetchMs = useW((s) => s.gridFetchMs);
+  const diagnostics = useW((s) => s.profile?.hasDiagnostics ?? false);
+  const a = useActions();
+  const theme = useResolvedTheme();
+  const colors = plotColors(theme);
+  const box = useRef<HTMLDivElement>(null);
+  const [cell, setCell] = useState<CellInfo | null>(null);
+  const selectedAt = useRef<{ tensor: string | null; t: number; recorded: boolean }>({ tensor: null, t: 0, recorded: false });
+
+  useEffect(() => {
+    selectedAt.current = { tensor, t: performance.now(), recorded: false };
+    setCell(null);
+  }, [model, tensor]);
+
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const report = () => void a.setGridSize(Math.max(50, el.clientHeight - 60), Math.max(50, el.clientWidth - 120));
+    const ro = new ResizeObserver(report);
+    ro.observe(el);
+    report();
+    return () => ro.disconnect();
+  }, [a]);
+
+  const data = useMemo(() => (grid ? [heatmapTrace(grid)] : []), [grid]);
+  const layout = useMemo(
+    () => ({
+      margin: { l: 60, r: 20, t: 10, b: 40 },
+      paper_bgcolor: colors.bg,
+      plot_bgcolor: colors.bg,
+      font: { color: colors.fg, size: 11 },
+      xaxis: { title: { text: 'block' }, gridcolor: colors.grid, zeroline: false },
+      yaxis: { title: { text: 'row' }, autorange: 'reversed' as const, gridcolor: colors.grid, zeroline: false },
+      uirevision: `${model}|${tensor}`,
+      dragmode: 'zoom' as const,
+    }),
+    [colors.bg, colors.fg, colors.grid, model, tensor],
+  );
+
+  const onHover = (e: PlotMouseEvent) => {
+    if (!grid) return;
+    const pt = e.points[0] as unknown as { pointNumber: [number, number] | number };
+    const pn = pt.pointNumber;
+    if (!Array.isArray(pn)) return;
+    const c = cellAt(grid, pn[0], pn[1]);
+    setCell(c);
+    if (c?.exact) void a.hoverBlock(c.rowStart, c.blockStart);
+    else a.clearHover();
+  };
+
+  const onRelayout = (e: PlotRelayoutEvent) => {
+    const r = e as Record<string, unknown>;
+    if (r['xaxis.autorange'] || r['yaxis.autorange']) {
+      void a.zoom({});
+      return;
+    }
+    const x0 = num(r['xaxis.range[0]']);
+    const x1 = num(r['xaxis.range[1]']);
+    const y0 = num(r['yaxis.range[0]']);
+    const y1 = num(r['yaxis.range[1]']);
+    if (x0 === null && y0 === null) return;
+    const w = { ...windowOf(grid) };
+    if (x0 !== null && x1 !== null) {
+      w.blockStart = Math.max(0, Math.floor(Math.min(x0, x1) + 0.5));
+      w.blockEnd = Math.max(w.blockStart + 1, Math.ceil(Math.max(x0, x1) + 0.5));
+    }
+    if (y0 !== null && y1 !== null) {
+      w.rowStart = Math.max(0, Math.floor(Math.min(y0, y1) + 0.5));
+      w.rowEnd = Math.max(w.rowStart + 1, Math.ceil(Math.max(y0, y1) + 0.5));
+    }
+    void a.zoom(w);
+  };
+
+  const onDrawn = (drawMs: number) => {
+    const s = selectedAt.current;
+    if (!grid || s.recorded || grid.tensor !== s.tensor) return;
+    s.recorded = true;
+    recordTiming('heatmap', {
+      tensor: grid.tensor,
+      blocks: grid.totalRows * grid.totalBlocks,
+      cellsShown: grid.nRows * grid.nCols,
+      fetchMs: fetchMs ?? null,
+      drawMs: Math.round(drawMs),
+      totalMs: Math.round(performance.now() - s.t),
+    });
+  };
+
+  const needsDiag = metric !== 'scale' && !diagnostics;
+  return (
+    <div className="heatmap-panel">
+      <div className="toolbar" role="radiogroup" aria-label="heatmap metric">
+        {METRICS.map((m) => (
+          <button key={m} role="radio" aria-checked={metric === m} className={metric === m ? 'on' : ''} onClick={() => void a.setMetric(m)}>
+            {METRIC_LABELS[m]}
+          </button>
+        ))}
+        <span className="muted grow">
+          {grid
+            ? `${grid.totalRows} × ${grid.totalBlocks} blocks · ${grid.exact ? 'exact, 1 cell per block' : `${grid.cellRows} × ${grid.cellBlocks} blocks per cell (zoom for detail)`}`
+            : ''}
+          {loading ? ' · loading…' : ''}
+        </span>
+        {grid && (grid.rowStart > 0 || grid.blockStart > 0 || grid.rowEnd < grid.totalRows || grid.blockEnd < grid.totalBlocks) && (
+          <button className="small" onClick={() => void a.zoom({})}>
+            Reset zoom
+          </button>
+        )}
+      </div>
+      {needsDiag && <p className="muted">This profile was written without per-block diagnostics: only scales are stored.</p>}
+      <div className="heatmap-box" ref={box}>
+        {tensor ? (
+          <Plot data={data} layout={layout} testId="scale-heatmap" className="plot" onHover={onHover} onUnhover={() => setCell(null)} onRelayout={onRelayout} onDrawn={onDrawn} />
+        ) : (
+          <p className="muted center">Select a tensor to see its per-block heatmap.</p>
+        )}
+        {cell && (
+          <div className="hover-box" data-testid="heatmap-hover">
+            <div>
+              {cell.exact ? `row ${cell.rowStart}, block ${cell.blockStart}` : `rows ${cell.rowStart}–${cell.rowEnd - 1}, blocks ${cell.blockStart}–${cell.blockEnd - 1}`}
+            </div>
+            {cell.exact ? (
+              <div>
+                {METRIC_LABELS[metric]} = <b>{exact(cell.mean)}</b>
+              </div>
+            ) : (
+              <div>
+                {METRIC_LABELS[metric]}: mean {eng(cell.mean)} · min {eng(cell.min)} · max {eng(cell.max)}
+              </div>
+            )}
+            {cell.exact && hover && hover.row === cell.rowStart && hover.block === cell.blockStart && (
+              <div className="exact" data-testid="heatmap-hover-exact">
+                cols {hover.colStart}–{hover.colEnd - 1} · s = {exact(hover.scale)} · MSE {exact(hover.mseBefore)} → {exact(hover.mseAfter)} · outliers {exact(hover.outliers)}
+              </div>
+            )}
+          </div>
+        )}
+      </div>
+    </div>
+  );
+}
+
+function windowOf(g: { rowStart: number; rowEnd: number; blockStart: number; blockEnd: number } | null) {
+  return g ? { rowStart: g.rowStart, rowEnd: g.rowEnd, blockStart: g.blockStart, blockEnd: g.blockEnd } : {};
+}

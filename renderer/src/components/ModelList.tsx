@@ -1,0 +1,68 @@
+// Left column: the pipeline's models with profile state, overall MSE, mean correlation and a
+// pass/fail mark against the thresholds.
+import type { ModelSummary } from '../../../src/service/protocol';
+import { useActions, useW } from '../context';
+import { eng, exact } from '../format';
+
+function stateLabel(m: ModelSummary): string {
+  if (m.state === 'valid' && m.draft) return 'draft';
+  return m.state;
+}
+
+function passMark(m: ModelSummary): { text: string; title: string; cls: string } {
+  if (m.passed === null) return { text: '·', title: 'not judged yet (no validation result and no MSE threshold)', cls: 'pass-none' };
+  return m.passed ? { text: '✓', title: 'passes the thresholds', cls: 'pass-ok' } : { text: '✗', title: 'fails a threshold', cls: 'pass-fail' };
+}
+
+export function ModelList() {
+  const ws = useW((s) => s.workspace);
+  const selected = useW((s) => s.selectedModel);
+  const jobs = useW((s) => s.jobs);
+  const a = useActions();
+  if (!ws) return <section className="panel models"><p className="muted">connecting…</p></section>;
+  const running = Object.values(jobs).some((j) => j.status === 'running' && j.kind === 'calibrate-pipeline');
+  return (
+    <section className="panel models" aria-label="models">
+      <header className="panel-head">
+        <h2 title={ws.source ?? ''}>{ws.name}</h2>
+        {ws.models.length > 0 && (
+          <button onClick={() => void a.calibratePipeline(false)} disabled={running} title="calibrate every model whose profile is missing, stale or damaged">
+            Calibrate all
+          </button>
+        )}
+      </header>
+      {ws.models.length === 0 && <p className="muted">Nothing is open. Open a model folder or a pipeline.</p>}
+      <div className="model-head" aria-hidden>
+        <span>model</span>
+        <span>state</span>
+        <span>MSE</span>
+        <span>corr</span>
+        <span />
+      </div>
+      <ul className="model-list" role="listbox" aria-label="models">
+        {ws.models.map((m) => {
+          const mark = passMark(m);
+          return (
+            <li
+              key={m.id}
+              data-testid="model-row"
+              data-model-id={m.id}
+              data-state={m.state}
+              role="option"
+              aria-selected={m.id === selected}
+              className={m.id === selected ? 'selected' : ''}
+              onClick={() => void a.selectModel(m.id)}
+              title={`${m.path}\n${m.format} · ${m.reason ?? ''}`}
+            >
+              <span className="name">{m.id}</span>
+              <span className={`state state-${stateLabel(m)}`}>{stateLabel(m)}</span>
+              <span className="num" title={exact(m.overallMse)}>{eng(m.overallMse)}</span>
+              <span className="num" title={exact(m.meanCorrelation)}>{m.meanCorrelation === null ? '—' : m.meanCorrelation.toFixed(4)}</span>
+              <span className={`mark ${mark.cls}`} title={mark.title}>{mark.text}</span>
+            </li>
+          );
+        })}
+      </ul>
+    </section>
+  );
+}

@@ -1,0 +1,127 @@
+// Right column: re-run the selected tensor with other settings (a job), then compare before and
+// after side by side and keep (the profile becomes a new draft) or discard.
+import { useEffect, useState } from 'react';
+import type { BlockPolicy, QuantFormat, RerunResult, SearchMode } from '../../../src/service/protocol';
+import { useActions, useW } from '../context';
+import { eng, exact, ratio } from '../format';
+
+function Compare({ r }: { r: RerunResult }) {
+  const a = useActions();
+  const rows: [string, string, string, string?, string?][] = [
+    ['format', r.before.format, r.after.format],
+    ['block size', String(r.before.block_size), String(r.after.block_size)],
+    ['MSE before', eng(r.before.mse_before), eng(r.after.mse_before), exact(r.before.mse_before), exact(r.after.mse_before)],
+    ['MSE after', eng(r.before.mse_after), eng(r.after.mse_after), exact(r.before.mse_after), exact(r.after.mse_after)],
+    ['ratio', ratio(r.before.improvement_ratio), ratio(r.after.improvement_ratio)],
+    ['outliers', String(r.before.outlier_count), String(r.after.outlier_count)],
+    ['bits/w', r.before.bits_per_weight.toFixed(3), r.after.bits_per_weight.toFixed(3)],
+  ];
+  return (
+    <div className="compare" data-testid="rerun-result">
+      <table>
+        <thead>
+          <tr>
+            <th />
+            <th>now</th>
+            <th>re-run</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map(([k, b, n, bt, nt]) => (
+            <tr key={k} className={b !== n ? 'changed' : ''}>
+              <th>{k}</th>
+              <td title={bt}>{b}</td>
+              <td title={nt}>{n}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <div className="buttons">
+        <button className="primary" data-testid="rerun-keep" onClick={() => void a.keepRerun(r.rerunId)}>
+          Keep
+        </button>
+        <button data-testid="rerun-discard" onClick={() => void a.discardRerun(r.rerunId)}>
+          Discard
+        </button>
+      </div>
+    </div>
+  );
+}
+
+export function RerunForm() {
+  const info = useW((s) => s.info);
+  const profile = useW((s) => s.profile);
+  const tensor = useW((s) => s.selectedTensor);
+  const jobs = useW((s) => s.jobs);
+  const reruns = useW((s) => s.reruns);
+  const a = useActions();
+  const t = profile?.tensors.find((x) => x.tensor_name === tensor);
+  const [format, setFormat] = useState<QuantFormat | ''>('');
+  const [block, setBlock] = useState('');
+  const [policy, setPolicy] = useState<BlockPolicy | ''>('');
+  const [search, setSearch] = useState<SearchMode | ''>('');
+  useEffect(() => {
+    setFormat('');
+    setBlock('');
+  }, [tensor]);
+  if (!t || !profile || !info) return null;
+  const fmt = (format || t.format) as QuantFormat;
+  const sizes = info.formats.find((f) => f.name === fmt)?.blockSizes ?? [];
+  const running = Object.values(jobs).find((j) => j.status === 'running' && j.kind === 'calibrate-tensor' && j.modelId === profile.modelId && j.tensor === t.tensor_name);
+  const pending = Object.values(reruns).filter((r) => r.modelId === profile.modelId && r.tensor === t.tensor_name);
+  const submit = () =>
+    void a.rerun({
+      ...(format ? { format } : {}),
+      ...(block ? { blockSizes: [Number(block)] } : {}),
+      ...(policy ? { policy } : {}),
+      ...(search ? { search } : {}),
+    });
+  return (
+    <section className="panel rerun" aria-label="re-run tensor">
+      <h3>Re-run this tensor</h3>
+      <div className="form-grid">
+        <label>
+          format
+          <select value={format} onChange={(e) => { setFormat(e.target.value as QuantFormat | ''); setBlock(''); }}>
+            <option value="">{t.format} (as now)</option>
+            {info.formats.filter((f) => f.name !== t.format).map((f) => (
+              <option key={f.name} value={f.name}>{f.name}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          block size
+          <select data-testid="rerun-block-size" value={block} onChange={(e) => setBlock(e.target.value)}>
+            <option value="">search {sizes.join(', ')}</option>
+            {sizes.map((b) => (
+              <option key={b} value={b}>{b}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          policy
+          <select value={policy} onChange={(e) => setPolicy(e.target.value as BlockPolicy | '')}>
+            <option value="">as profile</option>
+            <option value="min-mse">min-mse</option>
+            <option value="bits">bits</option>
+          </select>
+        </label>
+        <label>
+          search
+          <select value={search} onChange={(e) => setSearch(e.target.value as SearchMode | '')}>
+            <option value="">{t.search} (as now)</option>
+            <option value="exact">exact</option>
+            <option value="ternary">ternary</option>
+            <option value="naive">naive</option>
+          </select>
+        </label>
+      </div>
+      <button data-testid="rerun-button" className="primary" onClick={submit} disabled={Boolean(running)}>
+        {running ? `Re-running… ${Math.round(running.progress * 100)}%` : 'Re-run'}
+      </button>
+      {pending.map((r) => (
+        <Compare key={r.rerunId} r={r} />
+      ))}
+    </section>
+  );
+}

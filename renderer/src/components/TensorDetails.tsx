@@ -1,0 +1,74 @@
+// Right column, top: the selected tensor's numbers. The test ids hold the values as numbers
+// (engineering notation, 4 significant digits); data-value and the title hold them exactly.
+import { useW } from '../context';
+import { eng, exact, ratio, shape } from '../format';
+
+function Num({ id, value, text }: { id?: string; value: number | null; text?: string }) {
+  return (
+    <span className="num" data-testid={id} data-value={exact(value)} title={exact(value)}>
+      {text ?? eng(value)}
+    </span>
+  );
+}
+
+export function TensorDetails() {
+  const profile = useW((s) => s.profile);
+  const name = useW((s) => s.selectedTensor);
+  const t = profile?.tensors.find((x) => x.tensor_name === name);
+  if (!t) return <section className="panel details"><p className="muted">No tensor selected (↑/↓ move, Enter opens, Esc closes).</p></section>;
+  return (
+    <section className="panel details" aria-label="tensor details">
+      <h3 className="tensor-title" title={t.tensor_name}>{t.tensor_name}</h3>
+      <dl className="facts">
+        <dt>shape</dt>
+        <dd>
+          {shape(t.shape)} <span className="muted">({t.dtype}, {t.rows} × {t.blocks} blocks)</span>
+        </dd>
+        <dt>format</dt>
+        <dd>
+          {t.format} <span className="muted">({t.scale_encoding} scales, {t.search} search)</span>
+        </dd>
+        <dt>block size</dt>
+        <dd>
+          <Num id="block-size" value={t.block_size} text={String(t.block_size)} />
+        </dd>
+        <dt>MSE</dt>
+        <dd>
+          <Num id="mse-before" value={t.mse_before} /> → <Num id="mse-after" value={t.mse_after} />
+        </dd>
+        <dt>improvement</dt>
+        <dd>
+          <Num value={t.improvement_ratio} text={ratio(t.improvement_ratio)} />
+        </dd>
+        <dt>outliers</dt>
+        <dd>
+          <Num id="outlier-count" value={t.outlier_count} text={String(t.outlier_count)} /> <span className="muted">of {eng(t.numel)} clipped</span>
+        </dd>
+        <dt>bits/weight</dt>
+        <dd>
+          <Num value={t.bits_per_weight} text={t.bits_per_weight.toFixed(3)} />
+        </dd>
+      </dl>
+      {t.block_sizes_tried.length > 1 && (
+        <table className="tried">
+          <thead>
+            <tr>
+              <th>block</th>
+              <th>MSE after</th>
+              <th>bits/w</th>
+            </tr>
+          </thead>
+          <tbody>
+            {t.block_sizes_tried.map((b) => (
+              <tr key={b.block_size} className={b.block_size === t.block_size ? 'chosen' : ''}>
+                <td>{b.block_size}</td>
+                <td title={exact(b.mse_after)}>{eng(b.mse_after)}</td>
+                <td>{b.bits_per_weight.toFixed(3)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,111 @@
+// Centre top: the selected model's tensors, worst first, sortable and filterable. Only the rows in
+// view are rendered (plus a few either side), so thousands of tensors scroll smoothly.
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import { useActions, useW } from '../context';
+import { eng, exact, ratio, shape } from '../format';
+import { visibleTensors, type SortKey } from '../store';
+
+const ROW_H = 26;
+const OVERSCAN = 8;
+
+const COLUMNS: { key: SortKey; label: string; title: string }[] = [
+  { key: 'tensor_name', label: 'tensor', title: 'tensor name' },
+  { key: 'numel', label: 'shape', title: 'shape (sorts by element count)' },
+  { key: 'block_size', label: 'block', title: 'block size' },
+  { key: 'mse_before', label: 'MSE before', title: 'MSE with naive (absmax) scales' },
+  { key: 'mse_after', label: 'MSE after', title: 'MSE with the calibrated scales' },
+  { key: 'improvement_ratio', label: 'ratio', title: 'MSE before / after' },
+  { key: 'outlier_count', label: 'outliers', title: 'elements with |x·s| above the format maximum (clipped)' },
+  { key: 'bits_per_weight', label: 'bits/w', title: 'storage per weight, scales included' },
+];
+
+export function TensorTable() {
+  const profile = useW((s) => s.profile);
+  const filter = useW((s) => s.filter);
+  const sort = useW((s) => s.sort);
+  const cursor = useW((s) => s.cursor);
+  const selected = useW((s) => s.selectedTensor);
+  const a = useActions();
+  const rows = useMemo(() => (profile ? visibleTensors(profile.tensors, filter, sort) : []), [profile, filter, sort]);
+  const scroller = useRef<HTMLDivElement>(null);
+  const [scrollTop, setScrollTop] = useState(0);
+  const [height, setHeight] = useState(300);
+
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => setHeight(el.clientHeight));
+    ro.observe(el);
+    setHeight(el.clientHeight);
+    return () => ro.disconnect();
+  }, []);
+
+  // Keep the keyboard cursor in view.
+  useEffect(() => {
+    const el = scroller.current;
+    const i = rows.findIndex((t) => t.tensor_name === cursor);
+    if (!el || i < 0) return;
+    if (i * ROW_H < el.scrollTop) el.scrollTop = i * ROW_H;
+    else if ((i + 1) * ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = (i + 1) * ROW_H - el.clientHeight;
+  }, [cursor, rows]);
+
+  const first = Math.max(0, Math.floor(scrollTop / ROW_H) - OVERSCAN);
+  const last = Math.min(rows.length, Math.ceil((scrollTop + height) / ROW_H) + OVERSCAN);
+  const slice = rows.slice(first, last);
+
+  return (
+    <section className="panel tensors" aria-label="tensors">
+      <header className="panel-head">
+        <input
+          type="search"
+          className="filter"
+          placeholder="filter tensors by name…"
+          value={filter}
+          onChange={(e) => a.setFilter(e.target.value)}
+          aria-label="filter tensors"
+        />
+        <span className="muted">
+          {profile ? `${rows.length} of ${profile.tensors.length} tensors` : ''}
+          {profile?.summary.state === 'missing' ? ' · no profile yet' : ''}
+        </span>
+      </header>
+      <div className="trow thead" role="row">
+        {COLUMNS.map((c) => (
+          <button key={c.key} className={`th th-${c.key}`} title={c.title} onClick={() => a.setSort(c.key)} role="columnheader" aria-sort={sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none'}>
+            {c.label}
+            {sort.key === c.key ? (sort.dir === 'asc' ? ' ▲' : ' ▼') : ''}
+          </button>
+        ))}
+      </div>
+      <div className="tbody" ref={scroller} onScroll={(e) => setScrollTop(e.currentTarget.scrollTop)} role="grid" aria-rowcount={rows.length}>
+        <div style={{ height: rows.length * ROW_H, position: 'relative' }}>
+          {slice.map((t, k) => {
+            const i = first + k;
+            const cls = `trow${t.tensor_name === selected ? ' selected' : ''}${t.tensor_name === cursor ? ' cursor' : ''}`;
+            return (
+              <div
+                key={t.tensor_name}
+                className={cls}
+                style={{ top: i * ROW_H, height: ROW_H }}
+                data-testid="tensor-row"
+                data-tensor={t.tensor_name}
+                role="row"
+                aria-selected={t.tensor_name === selected}
+                onClick={() => void a.selectTensor(t.tensor_name)}
+              >
+                <span className="td td-tensor_name" title={t.tensor_name}>{t.tensor_name}</span>
+                <span className="td td-numel">{shape(t.shape)}</span>
+                <span className="td num">{t.block_size}</span>
+                <span className="td num" title={exact(t.mse_before)}>{eng(t.mse_before)}</span>
+                <span className="td num" title={exact(t.mse_after)}>{eng(t.mse_after)}</span>
+                <span className="td num" title={exact(t.improvement_ratio)}>{ratio(t.improvement_ratio)}</span>
+                <span className="td num">{t.outlier_count}</span>
+                <span className="td num" title={exact(t.bits_per_weight)}>{t.bits_per_weight.toFixed(3)}</span>
+              </div>
+            );
+          })}
+        </div>
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,115 @@
+// Turns a GridView into a plotly heatmap trace: the metric's colour transform (log for scales and
+// MSE, log2 around 1 for improvement, linear for outliers) and cell geometry in block/row units,
+// where block b of row r is the unit square centred on (b, r).
+import type { Data } from 'plotly.js';
+import type { GridMetric, GridView } from '../../../src/service/protocol';
+import { eng } from '../format';
+
+export const METRIC_LABELS: Record<GridMetric, string> = {
+  scale: 'scale s',
+  mse_before: 'MSE before',
+  mse_after: 'MSE after',
+  improvement: 'improvement',
+  outliers: 'outliers',
+};
+
+function transform(metric: GridMetric): (v: number) => number | null {
+  switch (metric) {
+    case 'scale':
+    case 'mse_before':
+    case 'mse_after':
+      return (v) => (v > 0 ? Math.log10(v) : null);
+    case 'improvement':
+      return (v) => (v > 0 ? Math.log2(v) : null);
+    case 'outliers':
+      return (v) => v;
+  }
+}
+
+function colorscale(metric: GridMetric): [number, string][] | string {
+  if (metric === 'improvement') return [[0, '#b2182b'], [0.5, '#f4f4f4'], [1, '#2166ac']];
+  if (metric === 'outliers') return [[0, '#fff5eb'], [0.5, '#fd8d3c'], [1, '#7f2704']];
+  return 'Viridis';
+}
+
+function logTicks(lo: number, hi: number, base: 10 | 2): { tickvals: number[]; ticktext: string[] } {
+  const a = Math.floor(lo);
+  const b = Math.ceil(hi);
+  const step = Math.max(1, Math.ceil((b - a) / 6));
+  const tickvals: number[] = [];
+  for (let k = a; k <= b; k += step) tickvals.push(k);
+  return { tickvals, ticktext: tickvals.map((k) => (base === 2 ? `${eng(2 ** k)}×` : eng(10 ** k))) };
+}
+
+export function heatmapTrace(g: GridView): Data {
+  const f = transform(g.metric);
+  const z: (number | null)[][] = [];
+  for (let i = 0; i < g.nRows; i++) {
+    const row: (number | null)[] = new Array(g.nCols);
+    for (let j = 0; j < g.nCols; j++) {
+      const v = g.mean[i * g.nCols + j];
+      row[j] = v === null ? null : f(v);
+    }
+    z.push(row);
+  }
+  let zmin = g.fullMin === null ? undefined : (f(g.fullMin) ?? undefined);
+  let zmax = g.fullMax === null ? undefined : (f(g.fullMax) ?? undefined);
+  if (g.metric !== 'outliers' && g.metric !== 'improvement' && zmin === undefined && g.fullMax !== null) zmin = (zmax ?? 0) - 6;
+  const colorbar: Record<string, unknown> = { thickness: 12, len: 0.9, title: { text: METRIC_LABELS[g.metric], side: 'right' } };
+  let zmid: number | undefined;
+  if (g.metric === 'improvement') {
+    const m = Math.max(Math.abs(zmin ?? 0), Math.abs(zmax ?? 0), 0.05);
+    zmin = -m;
+    zmax = m;
+    zmid = 0;
+    Object.assign(colorbar, logTicks(-m, m, 2));
+  } else if (g.metric !== 'outliers' && zmin !== undefined && zmax !== undefined) {
+    Object.assign(colorbar, logTicks(zmin, zmax, 10));
+  }
+  return {
+    type: 'heatmap',
+    z,
+    x0: g.blockStart + (g.cellBlocks - 1) / 2,
+    dx: g.cellBlocks,
+    y0: g.rowStart + (g.cellRows - 1) / 2,
+    dy: g.cellRows,
+    zmin,
+    zmax,
+    zmid,
+    zauto: zmin === undefined,
+    colorscale: colorscale(g.metric),
+    colorbar,
+    hoverinfo: 'none',
+    // Exact cells get crisp edges; downsampled ones are smoothed by the browser anyway.
+    zsmooth: false,
+  } as Data;
+}
+
+export interface CellInfo {
+  rowStart: number;
+  rowEnd: number;
+  blockStart: number;
+  blockEnd: number;
+  mean: number | null;
+  min: number | null;
+  max: number | null;
+  exact: boolean;
+}
+
+/** The tensor rows/blocks and values under the heatmap cell (i, j). */
+export function cellAt(g: GridView, i: number, j: number): CellInfo | null {
+  if (i < 0 || j < 0 || i >= g.nRows || j >= g.nCols) return null;
+  const k = i * g.nCols + j;
+  const rowStart = g.rowStart + i * g.cellRows;
+  const blockStart = g.blockStart + j * g.cellBlocks;
+  return {
+    rowStart,
+    rowEnd: Math.min(g.rowEnd, rowStart + g.cellRows),
+    blockStart,
+    blockEnd: Math.min(g.blockEnd, blockStart + g.cellBlocks),
+    mean: g.mean[k],
+    min: g.min[k],
+    max: g.max[k],
+    exact: g.cellRows === 1 && g.cellBlocks === 1,
+  };
+}

@@ -1,0 +1,281 @@
+// Semantic alignment on the command line:
+//   calibscope embed <model> [--queries FILE] --json
+//   calibscope validate <model> (--profile DIR | --format F [--cache DIR]) [--queries FILE] [--threshold T]
+//   calibscope attribute <model> (--format F [--cache DIR] | --profile DIR) [--queries FILE] [--threshold T]
+// and the `--validate` step of `calibscope calibrate`.
+import path from 'node:path';
+import { QuantizationCalibrator } from '../../calibration/calibrator.js';
+import { DEFAULT_CORRELATION_THRESHOLD } from '../../calibration/config.js';
+import { calibrateCached, openCache } from '../../profiles/cache.js';
+import { defaultCacheDir } from '../../profiles/paths.js';
+import { loadProfile } from '../../profiles/store.js';
+import { attributeDrift, type AttributionResult } from '../../semantic/attribution.js';
+import { embedWithInfo } from '../../semantic/embed.js';
+import { DEFAULT_QUERIES_FILE, loadQueries } from '../../semantic/queries.js';
+import { driftError, validateSemanticAlignment, type ValidationResult } from '../../semantic/validate.js';
+import { CalibscopeError } from '../../util/errors.js';
+import { intOption, numberOption, parseArgs, type ParsedArgs } from '../args.js';
+import { CONFIG_SPEC, configInput } from '../config_options.js';
+import type { CommandContext } from '../context.js';
+import { table } from '../format.js';
+import { ProgressBar } from '../progress.js';
+
+const QUERIES_LINE = `  --queries FILE          one query a line (default: the shipped set, assets/${path.basename(DEFAULT_QUERIES_FILE)})`;
+
+export const EMBED_HELP = `calibscope embed <model> [--queries FILE] [--threads N] [--json]
+
+  Embeds the queries with the model's own (FP16) weights, pooled as the model folder says.
+${QUERIES_LINE}
+  --json                  {"model_id", "max_length", "embeddings": [{"query", "input_ids", "embedding",
+                          "truncated"}], "truncated": [indices of queries cut at max_length]}`;
+
+export const VALIDATE_HELP = `calibscope validate <model> (--profile DIR | --format F [--cache DIR]) [options]
+
+  Embeds the queries with FP16 weights and with the weights quantize-dequantized by the profile's
+  scales; reports the Pearson correlation per query, its mean and min, the mean cosine and the
+  top-10 retrieval agreement, and records them in the profile. Exits 1 with E_SEMANTIC_DRIFT when
+  the mean correlation is below the threshold.
+  --profile DIR           the profile folder to validate
+  --format F              the cached profile for this format (and config options, as calibrate);
+                          calibrated into the cache first when there is none
+${QUERIES_LINE}
+  --threshold T           least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})
+  --json                  {"model_id", "format", "mean_correlation", "min_correlation", "per_query",
+                          "retrieval_agreement", "threshold", "passed", ...}`;
+
+export const ATTRIBUTE_HELP = `calibscope attribute <model> (--format F [--cache DIR] | --profile DIR) [options]
+
+  Drift attribution: the mean correlation with only one tensor quantized (the rest FP16), for each
+  tensor, worst first; and the fewest tensors to keep at higher precision (FP8 E4M3 with its own
+  calibration, else FP16) so that the model passes the threshold, with its bits per weight.
+${QUERIES_LINE}
+  --threshold T           (default ${DEFAULT_CORRELATION_THRESHOLD})
+  --json                  {"model_id", "format", "baseline", "ranking": [...], "suggestion": {...}}`;
+
+/** The options `calibrate --validate` adds. */
+export const VALIDATE_SPEC = { validate: 'boolean', queries: 'string', threshold: 'string' } as const;
+
+const COMMON = { queries: 'string', threads: 'string', json: 'boolean' } as const;
+
+function oneModel(positionals: string[], cmd: string, help: string): string {
+  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `${cmd} takes one model folder\n\n${help}`);
+  return positionals[0];
+}
+
+function thresholdOf(options: ParsedArgs['options']): number {
+  const t = numberOption(options.threshold, 'threshold') ?? DEFAULT_CORRELATION_THRESHOLD;
+  if (!(t >= -1 && t <= 1)) throw new CalibscopeError('E_BAD_ARGUMENT', `--threshold must be in [-1, 1], got ${t}`);
+  return t;
+}
+
+function fixed(x: number, d = 6): string {
+  return Number.isFinite(x) ? x.toFixed(d) : String(x);
+}
+
+function short(s: string, n = 60): string {
+  const one = s.replace(/\s+/g, ' ');
+  return one.length > n ? `${one.slice(0, n - 1)}…` : one;
+}
+
+/** The profile folder a command works on: --profile, or the cache's profile for --format (calibrated when missing). */
+async function resolveProfile(
+  model: string,
+  options: ParsedArgs['options'],
+  ctx: CommandContext,
+  help: string,
+): Promise<{ dir: string; cacheDir?: string; calibrated: boolean }> {
+  if (typeof options.profile === 'string') {
+    if (options.format !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --profile or --format, not both');
+    return { dir: path.resolve(options.profile), calibrated: false };
+  }
+  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--profile DIR or --format F is required\n\n${help}`);
+  const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format });
+  const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
+  await openCache(cacheDir);
+  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
+  try {
+    const r = await calibrateCached({
+      cacheDir,
+      model,
+      config: calibrator.config,
+      threads: intOption(options.threads, 'threads', 1, 1024),
+      signal: ctx.signal,
+      onProgress: (p) => bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `calibrating ${p.tensor ?? ''}`),
+    });
+    return { dir: r.profilePath, cacheDir, calibrated: !r.cached };
+  } finally {
+    bar.done();
+  }
+}
+
+export async function embedCommand(argv: string[], ctx: CommandContext): Promise<number> {
+  const { positionals, options } = parseArgs(argv, COMMON);
+  ctx.json = Boolean(options.json);
+  const model = oneModel(positionals, 'embed', EMBED_HELP);
+  const { queries } = await loadQueries(options.queries as string | undefined);
+  const r = await embedWithInfo(model, queries, { threads: intOption(options.threads, 'threads', 1, 1024), signal: ctx.signal });
+  const truncated = r.embeddings.flatMap((e, i) => (e.truncated ? [i] : []));
+  if (ctx.json) {
+    ctx.out(
+      JSON.stringify({
+        model_id: r.modelId,
+        max_length: r.maxLength,
+        embeddings: r.embeddings.map((e) => ({ query: e.query, input_ids: e.input_ids, embedding: Array.from(e.embedding), truncated: e.truncated })),
+        truncated,
+      }),
+    );
+    return 0;
+  }
+  const dim = r.embeddings[0]?.embedding.length ?? 0;
+  for (const e of r.embeddings) {
+    const head = Array.from(e.embedding.subarray(0, 4), (v) => v.toFixed(4)).join(', ');
+    ctx.out(`${short(e.query)}\t${e.input_ids.length} tokens${e.truncated ? ' (truncated)' : ''}\t[${head}, …]`);
+  }
+  ctx.out('');
+  ctx.out(`${r.modelId}: ${r.embeddings.length} queries, ${dim} dimensions` + (truncated.length ? `, ${truncated.length} truncated at ${r.maxLength} tokens` : ''));
+  return 0;
+}
+
+function printValidation(ctx: CommandContext, r: ValidationResult): void {
+  const worst = [...r.per_query].sort((a, b) => a.correlation - b.correlation).slice(0, 5);
+  ctx.out(table(['worst queries', 'Pearson', 'cosine'], worst.map((q) => [short(q.query), fixed(q.correlation), fixed(q.cosine)]), [false, true, true]));
+  ctx.out('');
+  ctx.out(
+    `${r.model_id} (${r.format}): mean Pearson ${fixed(r.mean_correlation)} (min ${fixed(r.min_correlation)}), mean cosine ` +
+      `${fixed(r.mean_cosine)}, top-${r.retrieval_k} retrieval agreement ${fixed(r.retrieval_agreement, 4)} over ${r.query_count} queries ` +
+      `in ${r.seconds.toFixed(2)} s — ${r.passed ? 'passed' : 'FAILED'} (threshold ${r.threshold})`,
+  );
+  if (r.truncated_queries.length > 0) {
+    ctx.out(`${r.truncated_queries.length} queries truncated at ${r.max_length} tokens: ${r.truncated_queries.map((t) => `#${t.index}`).join(', ')}`);
+  }
+  ctx.out(r.stored ? `recorded in ${path.join(r.profile_path ?? '', 'profile.json')}` : (r.store_note ?? 'not recorded'));
+}
+
+/** Validation JSON: the issue's fields first, then the rest. */
+function validationJson(r: ValidationResult): Record<string, unknown> {
+  const { model_id, format, mean_correlation, min_correlation, per_query, retrieval_agreement, threshold, passed, ...rest } = r;
+  return { model_id, format, mean_correlation, min_correlation, per_query, retrieval_agreement, threshold, passed, ...rest };
+}
+
+export async function validateCommand(argv: string[], ctx: CommandContext): Promise<number> {
+  const { positionals, options } = parseArgs(argv, { ...COMMON, ...CONFIG_SPEC, profile: 'string', cache: 'string', threshold: 'string' });
+  ctx.json = Boolean(options.json);
+  const model = oneModel(positionals, 'validate', VALIDATE_HELP);
+  const threshold = thresholdOf(options);
+  const { queries } = await loadQueries(options.queries as string | undefined);
+  const profile = await resolveProfile(model, options, ctx, VALIDATE_HELP);
+  const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir);
+  if (ctx.json) ctx.out(JSON.stringify({ ...validationJson(r), calibrated: profile.calibrated }));
+  else printValidation(ctx, r);
+  return 0;
+}
+
+async function runValidation(
+  model: string,
+  profileDir: string,
+  queries: string[],
+  threshold: number,
+  options: ParsedArgs['options'],
+  ctx: CommandContext,
+  cacheDir?: string,
+): Promise<ValidationResult> {
+  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
+  let r: ValidationResult;
+  try {
+    r = await validateSemanticAlignment(model, profileDir, queries, {
+      threshold,
+      threads: intOption(options.threads, 'threads', 1, 1024),
+      throwOnDrift: false,
+      cacheDir,
+      signal: ctx.signal,
+      onProgress: (f, d) => bar.update(f, d),
+    });
+  } finally {
+    bar.done();
+  }
+  if (!r.passed) {
+    // The report first (for a person), then the error and the non-zero exit.
+    if (!ctx.json) printValidation(ctx, r);
+    throw driftError(r);
+  }
+  return r;
+}
+
+export async function attributeCommand(argv: string[], ctx: CommandContext): Promise<number> {
+  const { positionals, options } = parseArgs(argv, { ...COMMON, ...CONFIG_SPEC, profile: 'string', cache: 'string', threshold: 'string' });
+  ctx.json = Boolean(options.json);
+  const model = oneModel(positionals, 'attribute', ATTRIBUTE_HELP);
+  const threshold = thresholdOf(options);
+  const { queries } = await loadQueries(options.queries as string | undefined);
+  const profile = await resolveProfile(model, options, ctx, ATTRIBUTE_HELP);
+  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
+  let r: AttributionResult;
+  try {
+    r = await attributeDrift(model, profile.dir, queries, {
+      threshold,
+      threads: intOption(options.threads, 'threads', 1, 1024),
+      cacheDir: profile.cacheDir,
+      signal: ctx.signal,
+      onProgress: (f, d) => bar.update(f, d),
+    });
+  } finally {
+    bar.done();
+  }
+  if (ctx.json) {
+    ctx.out(JSON.stringify({ ...r, calibrated: profile.calibrated }));
+    return 0;
+  }
+  ctx.out(
+    table(
+      ['tensor (only it quantized)', 'layer', 'mean Pearson', 'min Pearson', 'block', 'bits/w'],
+      r.ranking.map((e) => [
+        e.tensor,
+        e.layer === null ? (e.used ? 'emb' : '-') : String(e.layer),
+        e.used ? fixed(e.mean_correlation) : 'not read',
+        e.used ? fixed(e.min_correlation) : '',
+        String(e.block_size),
+        e.bits_per_weight.toFixed(3),
+      ]),
+      [false, true, true, true, true, true],
+    ),
+  );
+  const s = r.suggestion;
+  ctx.out('');
+  ctx.out(
+    `${r.model_id} (${r.format}) as calibrated: mean Pearson ${fixed(r.baseline.mean_correlation)}, ` +
+      `${r.baseline.passed ? 'passes' : 'fails'} the threshold ${r.threshold}; ${s.baseline_bits_per_weight.toFixed(3)} bits/weight overall`,
+  );
+  if (s.already_passes) {
+    ctx.out('suggestion: nothing to keep at higher precision');
+  } else {
+    ctx.out(`suggestion: keep ${s.keep.length} tensor${s.keep.length === 1 ? '' : 's'} at higher precision:`);
+    for (const k of s.keep) ctx.out(`  ${k.tensor}: ${k.precision}${k.block_size ? ` (block ${k.block_size})` : ''}, ${k.bits_per_weight.toFixed(3)} bits/weight`);
+    ctx.out(
+      `  → mean Pearson ${fixed(s.mean_correlation)} (verified with a forward pass: ${s.passes ? 'passes' : 'still below'}), ` +
+        `${s.bits_per_weight.toFixed(3)} bits/weight overall (${s.bits_per_weight_quantized.toFixed(3)} over the quantized tensors)`,
+    );
+  }
+  ctx.out(`${r.forward_passes} forward passes over ${r.query_count} queries in ${r.seconds.toFixed(2)} s`);
+  return 0;
+}
+
+/**
+ * `calibrate --validate`: validates the profile just calibrated. Returns the result and the profile
+ * as recorded (with semantic_correlation); throws E_SEMANTIC_DRIFT below the threshold.
+ */
+export async function validateAfterCalibrate(
+  model: string,
+  profileDir: string,
+  options: ParsedArgs['options'],
+  ctx: CommandContext,
+  cacheDir?: string,
+): Promise<{ validation: Record<string, unknown>; profile: unknown }> {
+  const threshold = thresholdOf(options);
+  const { queries } = await loadQueries(options.queries as string | undefined);
+  const r = await runValidation(model, profileDir, queries, threshold, options, ctx, cacheDir);
+  if (!ctx.json) {
+    ctx.out('');
+    printValidation(ctx, r);
+  }
+  return { validation: validationJson(r), profile: await loadProfile(profileDir, { verifyScales: false }) };
+}

@@ -1,0 +1,181 @@
+// The calibration cache: `<cache>/calibration/<model-id>/<format>-<config-hash>/` profile folders
+// plus a stat cache of checkpoint hashes. calibrateCached reuses a valid profile and calibrates a
+// missing, stale or damaged one, holding a per-profile lock so concurrent processes take turns.
+import fs from 'node:fs';
+import path from 'node:path';
+import { QuantizationCalibrator, type ModelProgress } from '../calibration/calibrator.js';
+import { configHash, type ConfigInput } from '../calibration/config.js';
+import type { TensorCalibration } from '../calibration/tensor_calibration.js';
+import type { CalibrationConfig, ModelCalibrationProfile } from '../calibration/types.js';
+import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
+import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
+import { CalibscopeError } from '../util/errors.js';
+import { HASH_CACHE_DIR, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
+import { acquireLock, lockPathFor, pidAlive, type LockOwner } from './lock.js';
+import { profileDir } from './paths.js';
+import { profileStatus, type ProfileState, type ProfileStatus } from './store.js';
+
+/** Temporary and set-aside folders that ProfileWriter and the lock leave when their process dies. */
+const LEFTOVER_RE = /^\.(.+)\.(tmp|old)-(\d+)-[0-9a-f]+$|^\.(.+)\.lock\.stale-(\d+)-[0-9a-f]+$/;
+
+function ioError(cacheDir: string, err: unknown): CalibscopeError {
+  const e = err as NodeJS.ErrnoException;
+  return new CalibscopeError('E_IO', `cache folder ${cacheDir} is not writable: ${e.message}`, { path: cacheDir, errno: e.code });
+}
+
+/**
+ * Makes sure the cache folder exists and is writable (a probe file is created and removed), and
+ * removes what writers that died left behind: `.name.tmp-<pid>-*` / `.name.old-<pid>-*` folders
+ * and temporary files of processes that no longer exist. Returns the removed paths.
+ */
+export async function openCache(cacheDirArg: string): Promise<string[]> {
+  const cacheDir = path.resolve(cacheDirArg);
+  const calib = path.join(cacheDir, 'calibration');
+  try {
+    await fs.promises.mkdir(calib, { recursive: true });
+    const probe = path.join(calib, `.probe.tmp-${process.pid}-0`);
+    await fs.promises.writeFile(probe, '');
+    await unlinkQuiet(probe);
+  } catch (err) {
+    throw ioError(cacheDir, err);
+  }
+  const removed: string[] = [];
+  const sweep = async (dir: string) => {
+    removed.push(...(await removeStaleTemps(dir).catch(() => [])));
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const m = LEFTOVER_RE.exec(name);
+      if (!m) continue;
+      const pid = Number(m[3] ?? m[5]);
+      if (!Number.isSafeInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+      const p = path.join(dir, name);
+      await fs.promises.rm(p, { recursive: true, force: true }).catch(() => undefined);
+      removed.push(p);
+    }
+  };
+  await sweep(path.join(cacheDir, HASH_CACHE_DIR));
+  for (const model of await fs.promises.readdir(calib, { withFileTypes: true }).catch(() => [])) {
+    if (!model.isDirectory() || model.name.startsWith('.')) continue;
+    const modelDir = path.join(calib, model.name);
+    await sweep(modelDir);
+    // profile.json temporaries from an interrupted update
+    for (const p of await fs.promises.readdir(modelDir, { withFileTypes: true }).catch(() => [])) {
+      if (p.isDirectory() && !p.name.startsWith('.')) removed.push(...(await removeStaleTemps(path.join(modelDir, p.name)).catch(() => [])));
+    }
+  }
+  return removed;
+}
+
+export type CachePhase = 'waiting' | 'checking' | 'calibrating';
+
+export interface CachedCalibrationOptions {
+  cacheDir: string;
+  /** A checkpoint path, or an opened checkpoint (not closed here). */
+  model: string | Checkpoint;
+  /** The id that names the cache folder (default: the checkpoint's folder name). */
+  modelId?: string;
+  config: CalibrationConfig | ConfigInput;
+  /** Recalibrate even when the profile is valid. */
+  force?: boolean;
+  threads?: number;
+  diagnostics?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: ModelProgress) => void;
+  onPhase?: (phase: CachePhase, detail?: LockOwner) => void;
+  onTensor?: (tc: TensorCalibration) => void;
+}
+
+export interface CachedCalibration {
+  profile: ModelCalibrationProfile;
+  profilePath: string;
+  /** True when a valid profile was reused. */
+  cached: boolean;
+  /** The profile's state before this call, with its reason. */
+  before: { state: ProfileState; reason: string };
+  /** A sign-off that --force recalibration dropped, if any. */
+  droppedSignOff?: ModelCalibrationProfile['review'];
+}
+
+/** The profile folder for a checkpoint and config in `cacheDir`. */
+export function cachedProfileDir(cacheDir: string, modelId: string, config: CalibrationConfig): string {
+  return profileDir(path.resolve(cacheDir), modelId, config.format, configHash(config));
+}
+
+/** Opens a checkpoint under the pipeline's id, so the cache folder and profile carry that id. */
+export function withModelId(ckpt: Checkpoint, modelId: string | undefined): Checkpoint {
+  return modelId === undefined || modelId === ckpt.modelId ? ckpt : { ...ckpt, modelId };
+}
+
+/**
+ * Returns the valid cached profile for the checkpoint and config, or calibrates it into the cache.
+ * The profile folder's lock is held from the check to the final rename.
+ */
+export async function calibrateCached(opts: CachedCalibrationOptions): Promise<CachedCalibration> {
+  const calibrator = new QuantizationCalibrator(opts.config);
+  const cacheDir = path.resolve(opts.cacheDir);
+  const opened = typeof opts.model === 'string' ? await openCheckpoint(opts.model) : opts.model;
+  const ckpt = withModelId(opened, opts.modelId);
+  const dir = cachedProfileDir(cacheDir, ckpt.modelId, calibrator.config);
+  const modelDir = path.dirname(dir);
+  let release: (() => Promise<void>) | null = null;
+  let success = false;
+  try {
+    try {
+      await fs.promises.mkdir(modelDir, { recursive: true });
+    } catch (err) {
+      throw ioError(cacheDir, err);
+    }
+    release = await acquireLock(lockPathFor(dir), { signal: opts.signal, onWait: (o) => opts.onPhase?.('waiting', o) });
+    opts.onPhase?.('checking');
+    let before: ProfileStatus;
+    try {
+      before = await profileStatus(dir, ckpt, { cacheDir, expectConfigHash: configHash(calibrator.config), expectModelId: ckpt.modelId });
+    } catch (err) {
+      // Only a profile from a newer calibscope gets here: --force replaces it.
+      if (!opts.force) throw err;
+      before = { state: 'corrupt', reason: (err as Error).message, profile_path: dir, profile: null, checkpoint_hash: null };
+    }
+    if (!opts.force && (before.state === 'valid' || before.state === 'signed-off')) {
+      success = true;
+      return { profile: before.profile!, profilePath: dir, cached: true, before: { state: before.state, reason: before.reason } };
+    }
+    if (before.state === 'corrupt') {
+      // A damaged folder in the cache is ours to replace; ProfileWriter keeps anything that does not
+      // look like a profile, so clear it first.
+      const hasJson = await fs.promises.stat(path.join(dir, 'profile.json')).then(() => true, () => false);
+      if (!hasJson) await fs.promises.rm(dir, { recursive: true, force: true });
+    }
+    opts.onPhase?.('calibrating');
+    const files = hashedFiles(ckpt);
+    const statsBefore = await snapshot(files);
+    const result = await calibrator.calibrateModel(ckpt, {
+      outDir: dir,
+      threads: opts.threads,
+      diagnostics: opts.diagnostics,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
+      onTensor: opts.onTensor,
+    });
+    // The calibrator hashed the files and checked they did not change while it ran; if they are
+    // still as they were before it started, the hash is theirs and the stat cache may keep it.
+    await rememberHash(cacheDir, ckpt, result.profile.golden_checkpoint_hash, statsBefore, await snapshot(files));
+    success = true;
+    return {
+      profile: result.profile,
+      profilePath: dir,
+      cached: false,
+      before: { state: before.state, reason: before.reason },
+      droppedSignOff: before.profile?.review ?? undefined,
+    };
+  } finally {
+    await release?.();
+    // A failed first calibration leaves no empty model folder behind.
+    if (!success) await fs.promises.rmdir(modelDir).catch(() => undefined);
+    if (typeof opts.model === 'string') await opened.close();
+  }
+}

@@ -1,0 +1,272 @@
+// Semantic validation: embed a query set with the checkpoint's FP16 weights and with the weights
+// quantize-dequantized by a profile's scales, and compare (Pearson per query, cosine, retrieval
+// agreement). The mean correlation must reach the threshold (default 0.99), else E_SEMANTIC_DRIFT.
+// The result is recorded in the profile (semantic_correlation and a semantic_validation summary).
+import path from 'node:path';
+import { DEFAULT_CORRELATION_THRESHOLD } from '../calibration/config.js';
+import type { ModelCalibrationProfile } from '../calibration/types.js';
+import { profileStatus, updateProfile } from '../profiles/store.js';
+import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import { CALIBSCOPE_VERSION } from '../version.js';
+import { loadSemanticModel, type SemanticModel } from './model.js';
+import { planQuantized, quantizedWeights, type QuantizedPlan, type ScalesSource } from './quantized.js';
+import { checkQueries, queriesHash } from './queries.js';
+import { EncoderSession, type EncodedQueries } from './session.js';
+import { compareEmbeddings, cosine, retrievalAgreement } from './stats.js';
+
+export const RETRIEVAL_K = 10;
+
+export interface QueryResult {
+  query: string;
+  correlation: number;
+  cosine: number;
+  truncated: boolean;
+}
+
+/** What a validation recorded in profile.json. */
+export interface SemanticValidationSummary {
+  mean_correlation: number;
+  min_correlation: number;
+  mean_cosine: number;
+  retrieval_agreement: number;
+  retrieval_k: number;
+  threshold: number;
+  passed: boolean;
+  query_count: number;
+  queries_hash: string;
+  timestamp: string;
+  calibscope_version: string;
+}
+
+export type ProfileWithValidation = ModelCalibrationProfile & { semantic_validation?: SemanticValidationSummary };
+
+export interface ValidationResult {
+  model_id: string;
+  format: string;
+  profile_path: string | null;
+  mean_correlation: number;
+  min_correlation: number;
+  /** The query with the least correlation. */
+  worst_query: string;
+  mean_cosine: number;
+  retrieval_agreement: number;
+  retrieval_k: number;
+  threshold: number;
+  passed: boolean;
+  per_query: QueryResult[];
+  query_count: number;
+  queries_hash: string;
+  /** The queries longer than the model's limit, which were truncated to it. */
+  truncated_queries: { index: number; query: string }[];
+  max_length: number;
+  /** Profile tensors applied to the encoder, and those it does not read (e.g. the pooler). */
+  quantized_tensors: number;
+  unused_tensors: string[];
+  /** Whether the result was written to profile.json, and why not when it was not. */
+  stored: boolean;
+  store_note: string | null;
+  seconds: number;
+}
+
+export interface ValidateOptions {
+  threshold?: number;
+  threads?: number;
+  /** Record the result in the profile (default true). */
+  store?: boolean;
+  /** Throw E_SEMANTIC_DRIFT below the threshold (default true); otherwise `passed` says it. */
+  throwOnDrift?: boolean;
+  /** The cache folder whose stat cache may answer for the checkpoint hash. */
+  cacheDir?: string;
+  signal?: AbortSignal;
+  onProgress?: (fraction: number, detail: string) => void;
+}
+
+export function checkThreshold(t: number): number {
+  if (typeof t !== 'number' || !(t >= -1 && t <= 1)) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `the correlation threshold must be a number in [-1, 1], got ${t}`);
+  }
+  return t;
+}
+
+/** The comparison of FP16 and quantized embeddings of one encoded query set. */
+export function compareSets(
+  q: EncodedQueries,
+  reference: Float32Array[],
+  candidate: Float32Array[],
+): Pick<ValidationResult, 'mean_correlation' | 'min_correlation' | 'worst_query' | 'mean_cosine' | 'retrieval_agreement' | 'per_query'> {
+  const s = compareEmbeddings(reference, candidate);
+  const truncated = new Set(q.truncated);
+  return {
+    mean_correlation: s.mean,
+    min_correlation: s.min,
+    worst_query: q.queries[s.argmin],
+    mean_cosine: s.meanCosine,
+    retrieval_agreement: retrievalAgreement(reference, candidate, RETRIEVAL_K),
+    per_query: q.queries.map((query, i) => ({
+      query,
+      correlation: s.perQuery[i],
+      cosine: cosine(reference[i], candidate[i]),
+      truncated: truncated.has(i),
+    })),
+  };
+}
+
+export function driftError(r: ValidationResult): CalibscopeError {
+  const worst = [...r.per_query].sort((a, b) => a.correlation - b.correlation).slice(0, 5);
+  return new CalibscopeError(
+    'E_SEMANTIC_DRIFT',
+    `${r.model_id} (${r.format}): mean Pearson correlation ${r.mean_correlation.toFixed(6)} of FP16 vs quantized embeddings ` +
+      `is below the threshold ${r.threshold} (min ${r.min_correlation.toFixed(6)} over ${r.query_count} queries)`,
+    {
+      model_id: r.model_id,
+      format: r.format,
+      mean_correlation: r.mean_correlation,
+      min_correlation: r.min_correlation,
+      threshold: r.threshold,
+      retrieval_agreement: r.retrieval_agreement,
+      profile_path: r.profile_path,
+      worst_queries: worst.map((w) => ({ query: w.query, correlation: w.correlation })),
+    },
+  );
+}
+
+/** Opens a profile for validation: it must be valid (or signed off) for this checkpoint. */
+export async function openProfileFor(modelDir: string, profileDir: string, cacheDir?: string): Promise<ModelCalibrationProfile> {
+  const st = await profileStatus(profileDir, modelDir, { cacheDir: cacheDir ?? null });
+  if (st.state === 'missing') throw new CalibscopeError('E_NOT_FOUND', `no profile at ${st.profile_path}`, { path: st.profile_path });
+  if (st.state === 'corrupt') throw new CalibscopeError('E_BAD_PROFILE', `profile ${st.profile_path}: ${st.reason}`, { path: st.profile_path, reason: st.reason });
+  if (st.state === 'stale') {
+    throw new CalibscopeError('E_BAD_PROFILE', `profile ${st.profile_path} does not belong to ${modelDir}: ${st.reason}; recalibrate`, {
+      path: st.profile_path,
+      reason: st.reason,
+      stale: true,
+    });
+  }
+  return st.profile!;
+}
+
+export interface PreparedValidation {
+  model: SemanticModel;
+  session: EncoderSession;
+  encoded: EncodedQueries;
+  plan: QuantizedPlan;
+  quantized: Map<string, Float32Array>;
+  fp16: Float32Array[];
+}
+
+/** Loads the model, quantizes the profile's tensors and embeds the queries with FP16 weights (the caller closes the session). */
+export async function prepareComparison(
+  modelDir: string,
+  src: ScalesSource,
+  queries: readonly string[],
+  opts: { threads?: number; signal?: AbortSignal; onProgress?: (fraction: number, detail: string) => void; capture?: boolean } = {},
+): Promise<PreparedValidation & { layerInputs?: Float32Array[] }> {
+  const model = await loadSemanticModel(modelDir);
+  const session = EncoderSession.fromModel(model);
+  try {
+    const encoded = session.encode(queries);
+    const plan = planQuantized(model, src.profile);
+    opts.onProgress?.(0, 'quantizing weights');
+    const quantized = await quantizedWeights(model, src, plan, {
+      threads: opts.threads,
+      onTensor: (d, n) => opts.onProgress?.(0.2 * (d / n), `quantizing weights ${d}/${n}`),
+    });
+    if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'semantic validation cancelled');
+    const fp = await session.forward(encoded, {
+      threads: opts.threads,
+      signal: opts.signal,
+      capture: opts.capture,
+      onProgress: (f) => opts.onProgress?.(0.2 + 0.4 * f, 'embedding with FP16 weights'),
+    });
+    return { model, session, encoded, plan, quantized, fp16: fp.embeddings, layerInputs: fp.layerInputs };
+  } catch (err) {
+    session.close();
+    throw err;
+  }
+}
+
+/**
+ * Validates a profile against its model: FP16 vs quantize-dequantized embeddings of `queries`.
+ * Throws E_SEMANTIC_DRIFT (after recording the result) when the mean Pearson correlation is below
+ * the threshold, unless `throwOnDrift` is false.
+ */
+export async function validateSemanticAlignment(
+  modelDir: string,
+  profileDir: string,
+  queries: readonly string[],
+  opts: ValidateOptions = {},
+): Promise<ValidationResult> {
+  const started = process.hrtime.bigint();
+  checkQueries(queries);
+  const threshold = checkThreshold(opts.threshold ?? DEFAULT_CORRELATION_THRESHOLD);
+  const dir = path.resolve(profileDir);
+  const profile = await openProfileFor(modelDir, dir, opts.cacheDir);
+  const prep = await prepareComparison(modelDir, { kind: 'profile', dir, profile }, queries, opts);
+  let result: ValidationResult;
+  try {
+    for (const [name, data] of prep.quantized) prep.session.setWeight(name, data);
+    const qz = await prep.session.forward(prep.encoded, {
+      threads: opts.threads,
+      signal: opts.signal,
+      onProgress: (f) => opts.onProgress?.(0.6 + 0.4 * f, 'embedding with quantized weights'),
+    });
+    result = {
+      model_id: profile.model_id,
+      format: profile.format,
+      profile_path: dir,
+      ...compareSets(prep.encoded, prep.fp16, qz.embeddings),
+      retrieval_k: RETRIEVAL_K,
+      threshold,
+      passed: false,
+      query_count: queries.length,
+      queries_hash: queriesHash(queries),
+      truncated_queries: prep.encoded.truncated.map((i) => ({ index: i, query: queries[i] })),
+      max_length: prep.model.tokenizer.maxLength,
+      quantized_tensors: prep.plan.used.length,
+      unused_tensors: prep.plan.unused,
+      stored: false,
+      store_note: null,
+      seconds: 0,
+    };
+    result.passed = result.mean_correlation >= threshold;
+  } finally {
+    prep.session.close();
+  }
+
+  if (opts.store !== false) {
+    if (profile.review !== null) {
+      result.store_note = `not recorded: the profile is signed off by ${profile.review.reviewer} (clear the sign-off to record a new result)`;
+    } else {
+      const summary: SemanticValidationSummary = {
+        mean_correlation: result.mean_correlation,
+        min_correlation: result.min_correlation,
+        mean_cosine: result.mean_cosine,
+        retrieval_agreement: result.retrieval_agreement,
+        retrieval_k: RETRIEVAL_K,
+        threshold,
+        passed: result.passed,
+        query_count: result.query_count,
+        queries_hash: result.queries_hash,
+        timestamp: new Date().toISOString(),
+        calibscope_version: CALIBSCOPE_VERSION,
+      };
+      try {
+        await updateProfile(dir, (p) => {
+          const next = p as ProfileWithValidation;
+          next.semantic_correlation = result.mean_correlation;
+          next.semantic_validation = summary;
+        });
+        result.stored = true;
+      } catch (err) {
+        const e = asCalibscopeError(err);
+        if (e.details.signedOff) result.store_note = `not recorded: ${e.message}`;
+        else throw e;
+      }
+    }
+  } else {
+    result.store_note = 'not recorded (store: false)';
+  }
+  result.seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (!result.passed && opts.throwOnDrift !== false) throw driftError(result);
+  return result;
+}

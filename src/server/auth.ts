@@ -1,0 +1,45 @@
+// The browser mode's access token: random per start, accepted from the `token` query parameter
+// or from the cookie that the first tokened request sets. Compared in constant time.
+import crypto from 'node:crypto';
+import type http from 'node:http';
+
+export const COOKIE_NAME = 'calibscope_token';
+
+export function newToken(): string {
+  return crypto.randomBytes(24).toString('base64url');
+}
+
+function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && crypto.timingSafeEqual(x, y);
+}
+
+export function cookieToken(header: string | undefined): string | null {
+  if (!header) return null;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() === COOKIE_NAME) return decodeURIComponent(part.slice(eq + 1).trim());
+  }
+  return null;
+}
+
+export interface AuthResult {
+  ok: boolean;
+  /** True when the token came in the query: the response sets the cookie. */
+  fromQuery: boolean;
+}
+
+export function authenticate(req: http.IncomingMessage, url: URL, token: string): AuthResult {
+  const q = url.searchParams.get('token');
+  if (q !== null && sameToken(q, token)) return { ok: true, fromQuery: true };
+  const c = cookieToken(req.headers.cookie);
+  if (c !== null && sameToken(c, token)) return { ok: true, fromQuery: false };
+  return { ok: false, fromQuery: false };
+}
+
+export function setCookieHeader(token: string): string {
+  // HttpOnly: scripts never see it; SameSite=Strict: other sites cannot send it along.
+  return `${COOKIE_NAME}=${encodeURIComponent(token)}; Path=/; HttpOnly; SameSite=Strict`;
+}

@@ -1,0 +1,140 @@
+// Browser mode: an HTTP server for the built renderer and a WebSocket at /ws that carries the
+// service protocol. Loopback by default; every request needs the per-start token (query or cookie),
+// otherwise 401. The WebSocket also checks that its Origin is this server.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { WorkbenchService } from '../service/service.js';
+import type { RequestMessage, ServerMessage } from '../service/protocol.js';
+import { authenticate, newToken, setCookieHeader } from './auth.js';
+import { CONTENT_SECURITY_POLICY, RENDERER_DIR, readStatic } from './static_files.js';
+
+export interface ServerOptions {
+  service: WorkbenchService;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  token?: string;
+  rendererDir?: string;
+}
+
+export interface RunningServer {
+  url: string;
+  /** The URL with the token, to open in a browser. */
+  openUrl: string;
+  port: number;
+  host: string;
+  token: string;
+  close(): Promise<void>;
+}
+
+const MAX_MESSAGE = 1 << 20;
+
+function deny(res: http.ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`${text}\n`);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const token = opts.token ?? newToken();
+  const root = opts.rendererDir ?? RENDERER_DIR;
+  const service = opts.service;
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://local');
+      const auth = authenticate(req, url, token);
+      if (!auth.ok) return deny(res, 401, 'calibscope: unauthorized (open the URL with ?token=… that `calibscope serve` printed)');
+      if (req.method !== 'GET' && req.method !== 'HEAD') return deny(res, 405, 'method not allowed');
+      const file = await readStatic(root, url.pathname);
+      if (!file) {
+        if (url.pathname === '/' || url.pathname === '/index.html') return deny(res, 500, `calibscope: the renderer is not built (no ${root}/index.html); run npm run build:ui`);
+        return deny(res, 404, 'not found');
+      }
+      const headers: Record<string, string> = {
+        'content-type': file.type,
+        'content-security-policy': CONTENT_SECURITY_POLICY,
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+        'cache-control': 'no-store',
+      };
+      if (auth.fromQuery) headers['set-cookie'] = setCookieHeader(token);
+      res.writeHead(200, headers);
+      res.end(req.method === 'HEAD' ? undefined : file.body);
+    })().catch((err) => {
+      if (!res.headersSent) deny(res, 500, `calibscope: ${(err as Error).message}`);
+      else res.destroy();
+    });
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE });
+  const sockets = new Set<WebSocket>();
+  const send = (ws: WebSocket, msg: ServerMessage) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  };
+  const unsubscribe = service.onEvent((event) => {
+    for (const ws of sockets) send(ws, { type: 'event', event });
+  });
+
+  server.on('upgrade', (req, socket, head) => {
+    const url = new URL(req.url ?? '/', 'http://local');
+    const origin = req.headers.origin;
+    const expected = `http://${req.headers.host}`;
+    const refuse = (status: number, text: string) => {
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    };
+    if (url.pathname !== '/ws') return refuse(404, 'Not Found');
+    if (!authenticate(req, url, token).ok) return refuse(401, 'Unauthorized');
+    if (origin !== undefined && origin !== expected) return refuse(403, 'Forbidden');
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      ws.on('close', () => sockets.delete(ws));
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return ws.close(1003, 'text frames only');
+        let msg: Partial<RequestMessage>;
+        try {
+          msg = JSON.parse(data.toString());
+        } catch {
+          return ws.close(1007, 'not JSON');
+        }
+        if (msg?.type !== 'request' || typeof msg.id !== 'number') return ws.close(1008, 'not a request');
+        const id = msg.id;
+        void service.request(msg.method, msg.params).then((outcome) => send(ws, { type: 'response', id, ...outcome }));
+      });
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${hostForUrl(host)}:${port}/`;
+  return {
+    url,
+    openUrl: `${url}?token=${token}`,
+    port,
+    host,
+    token,
+    close: async () => {
+      unsubscribe();
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,371 @@
+// The workbench service: answers every request of the protocol and pushes events. The Electron
+// main process (through a utility process) and the browser mode's WebSocket server both sit on
+// top of this one class; nothing here knows which front end asks.
+import crypto from 'node:crypto';
+import { configHash } from '../calibration/config.js';
+import { SCHEMES } from '../calibration/schemes.js';
+import { openCheckpoint } from '../checkpoints/checkpoint.js';
+import { openCache, calibrateCached } from '../profiles/cache.js';
+import { loadProfile, signOff } from '../profiles/store.js';
+import { runPipeline } from '../pipeline/run.js';
+import { CALIBSCOPE_VERSION } from '../version.js';
+import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import { BlockArrayCache, blockDetail, downsampleGrid } from './block_data.js';
+import { decodeWeights, scaledHistogram } from './histogram.js';
+import { JobManager, type JobSpec } from './jobs.js';
+import type {
+  AppInfo,
+  FormatInfo,
+  JobInfo,
+  JobPart,
+  Method,
+  Outcome,
+  Params,
+  ProfileView,
+  Result,
+  ServiceEvent,
+  TensorRow,
+  ValidationView,
+  WorkspaceView,
+} from './protocol.js';
+import { keepRerun, rerunTensor, type PendingRerun } from './rerun.js';
+import { semanticSupport } from './semantic.js';
+import { validateRequest } from './validate.js';
+import { Workspace, type DraftProfile, type WorkspaceModel } from './workspace.js';
+import { rowsCols } from '../calibration/tensor_calibration.js';
+
+export interface ServiceOptions {
+  cacheDir: string;
+  mode: AppInfo['mode'];
+}
+
+type Handler<M extends Method> = (params: Params<M>) => Promise<Result<M>>;
+
+export class WorkbenchService {
+  readonly cacheDir: string;
+  private workspace: Workspace;
+  private readonly listeners = new Set<(e: ServiceEvent) => void>();
+  private readonly jobs: JobManager;
+  private readonly blocks = new BlockArrayCache();
+  private readonly pending = new Map<string, PendingRerun>();
+  private readonly handlers: { [M in Method]: Handler<M> };
+
+  constructor(private readonly opts: ServiceOptions) {
+    this.cacheDir = opts.cacheDir;
+    this.workspace = Workspace.empty(opts.cacheDir);
+    this.jobs = new JobManager((type, job) => this.emit({ type, job }));
+    this.handlers = {
+      'app.info': async () => this.appInfo(),
+      'workspace.get': async () => this.workspace.view(),
+      'workspace.openModel': async (p) => this.openModel(p.path, p.format),
+      'workspace.openPipeline': async (p) => this.openPipeline(p.path, p.format),
+      'profile.get': async (p) => this.profileView(p.modelId),
+      'tensor.grid': async (p) => {
+        const { dir, profile } = await this.loadFor(p.modelId);
+        this.tensorResult(profile, p.tensor, dir);
+        return downsampleGrid(await this.blocks.get(dir, profile, p.tensor), p);
+      },
+      'tensor.block': async (p) => {
+        const { dir, profile } = await this.loadFor(p.modelId);
+        this.tensorResult(profile, p.tensor, dir);
+        return blockDetail(await this.blocks.get(dir, profile, p.tensor), p.modelId, p.tensor, p.row, p.block);
+      },
+      'tensor.histogram': async (p) => this.histogram(p.modelId, p.tensor, p.bins ?? 64),
+      'calibrate.model': async (p) => this.calibrateModel(p.modelId, p.force ?? false),
+      'calibrate.pipeline': async (p) => this.calibratePipeline(p.force ?? false),
+      'calibrate.tensor': async (p) => this.startRerun(p),
+      'rerun.keep': async (p) => this.keep(p.rerunId),
+      'rerun.discard': async (p) => ({ discarded: this.pending.delete(p.rerunId) }),
+      'job.cancel': async (p) => ({ cancelled: this.jobs.cancel(p.jobId) }),
+      'jobs.list': async () => this.jobs.list(),
+      'validation.get': async (p) => this.validationView(p.modelId),
+      'validation.run': async (p) => this.startValidation(p.modelId, p.attribution ?? false),
+      'signoff.submit': async (p) => {
+        const m = this.workspace.model(p.modelId);
+        await signOff(m.profileDir, { reviewer: p.reviewer.trim(), decision: p.decision, note: p.note }, { checkpoint: m.path, cacheDir: this.cacheDir });
+        this.blocks.forget(m.profileDir);
+        this.emit({ type: 'profile.changed', modelId: m.id });
+        return this.profileView(m.id);
+      },
+    };
+  }
+
+  /** Subscribes to events; returns the unsubscribe function. */
+  onEvent(listener: (e: ServiceEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: ServiceEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch {
+        // A broken front end must not stop the others from hearing about it.
+      }
+    }
+  }
+
+  /** Typed entry point for in-process callers; throws CalibscopeError. */
+  async call<M extends Method>(method: M, params: Params<M>): Promise<Result<M>> {
+    const handler = this.handlers[method] as Handler<M>;
+    return handler(params);
+  }
+
+  /** Entry point for transports: validates an untrusted request and never throws. */
+  async request(method: unknown, params: unknown): Promise<Outcome<unknown>> {
+    try {
+      const v = validateRequest(method, params);
+      return { ok: true, result: await this.call(v.method, v.params) };
+    } catch (err) {
+      return { ok: false, error: asCalibscopeError(err).toJSON() };
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    await this.jobs.shutdown();
+  }
+
+  waitForJob(id: string): Promise<JobInfo | undefined> {
+    return this.jobs.wait(id);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Workspace
+
+  private appInfo(): AppInfo {
+    const sem = semanticSupport();
+    const formats: FormatInfo[] = Object.values(SCHEMES).map((s) => ({ name: s.name, element: s.element, elementMax: s.elementMax, blockSizes: [...s.blockSizes] }));
+    return { version: CALIBSCOPE_VERSION, mode: this.opts.mode, cacheDir: this.cacheDir, formats, semanticAvailable: sem.available, semanticReason: sem.reason };
+  }
+
+  private async setWorkspace(w: Workspace): Promise<WorkspaceView> {
+    await openCache(this.cacheDir);
+    this.workspace = w;
+    this.pending.clear();
+    const view = await w.view();
+    this.emit({ type: 'workspace.changed', workspace: view });
+    return view;
+  }
+
+  async openModel(modelPath: string, format?: string): Promise<WorkspaceView> {
+    return this.setWorkspace(await Workspace.fromModel(modelPath, format, this.cacheDir));
+  }
+
+  async openPipeline(file: string, format?: string, isDemo = false): Promise<WorkspaceView> {
+    return this.setWorkspace(await Workspace.fromPipeline(file, format, this.cacheDir, isDemo));
+  }
+
+  get current(): Workspace {
+    return this.workspace;
+  }
+
+  private async loadFor(modelId: string): Promise<{ m: WorkspaceModel; dir: string; profile: DraftProfile }> {
+    const m = this.workspace.model(modelId);
+    try {
+      // The scales checksum is verified by profileStatus in the model list; here only the JSON is read.
+      const profile = (await loadProfile(m.profileDir, { verifyScales: false })) as DraftProfile;
+      return { m, dir: m.profileDir, profile };
+    } catch (err) {
+      const e = asCalibscopeError(err);
+      if (e.code === 'E_NOT_FOUND') throw new CalibscopeError('E_NOT_FOUND', `model '${modelId}' has no profile yet: calibrate it first`, { model: modelId });
+      throw e;
+    }
+  }
+
+  private tensorResult(profile: DraftProfile, tensor: string, dir: string) {
+    const r = profile.tensor_calibrations[tensor];
+    if (!r) throw new CalibscopeError('E_NOT_FOUND', `profile ${dir}: tensor '${tensor}' was not calibrated`, { tensor, path: dir });
+    return r;
+  }
+
+  async profileView(modelId: string): Promise<ProfileView> {
+    const m = this.workspace.model(modelId);
+    const st = await this.workspace.status(m);
+    const summary = await this.workspace.summary(m, st);
+    const p = st.profile;
+    const tensors: TensorRow[] = p
+      ? Object.values(p.tensor_calibrations).map((r) => {
+          const { rows, cols } = rowsCols(r.shape);
+          return { ...r, rows, blocks: Math.ceil(cols / r.block_size) };
+        })
+      : [];
+    let hasDiagnostics = false;
+    if (p && tensors.length > 0) {
+      const a = await this.blocks.get(m.profileDir, p, tensors[0].tensor_name).catch(() => null);
+      hasDiagnostics = Boolean(a?.mseBefore);
+    }
+    return { modelId, summary, timestamp: p?.timestamp ?? null, configHash: p ? configHash(m.config) : null, tensors, hasDiagnostics };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Per-tensor data
+
+  private async histogram(modelId: string, tensor: string, bins: number) {
+    const { m, dir, profile } = await this.loadFor(modelId);
+    const r = this.tensorResult(profile, tensor, dir);
+    const blocks = await this.blocks.get(dir, profile, tensor);
+    const ckpt = await openCheckpoint(m.path);
+    let weights: Float32Array;
+    try {
+      const info = ckpt.tensor(tensor);
+      if (!info) throw new CalibscopeError('E_NOT_FOUND', `${ckpt.root}: the checkpoint has no tensor '${tensor}'`, { tensor });
+      weights = decodeWeights(await ckpt.readTensor(info), info.dtype, tensor);
+    } finally {
+      await ckpt.close();
+    }
+    return { modelId, tensor, ...scaledHistogram(weights, blocks, r, bins) };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Jobs
+
+  private modelChanged(m: WorkspaceModel): void {
+    this.blocks.forget(m.profileDir);
+    this.emit({ type: 'profile.changed', modelId: m.id });
+  }
+
+  private calibrateModel(modelId: string, force: boolean): JobInfo {
+    const m = this.workspace.model(modelId);
+    const running = this.jobs.findRunning('calibrate-model', m.id);
+    if (running) return running;
+    return this.jobs.start({
+      kind: 'calibrate-model',
+      label: `calibrate ${m.id} (${m.config.format})`,
+      modelId: m.id,
+      run: async (ctx) => {
+        try {
+          await calibrateCached({
+            cacheDir: this.cacheDir,
+            model: m.path,
+            modelId: m.id,
+            config: m.config,
+            force,
+            signal: ctx.signal,
+            onPhase: (phase) => ctx.progress(0, phase),
+            onProgress: (p) => ctx.progress(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `${p.tensorsDone}/${p.tensorsTotal} ${p.tensor ?? ''}`),
+          });
+        } finally {
+          this.modelChanged(m);
+        }
+      },
+    });
+  }
+
+  private calibratePipeline(force: boolean): JobInfo {
+    const ws = this.workspace;
+    if (ws.models.length === 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'nothing is open: open a model folder or a pipeline first');
+    const running = this.jobs.findRunning('calibrate-pipeline', null);
+    if (running) return running;
+    return this.jobs.start({
+      kind: 'calibrate-pipeline',
+      label: `calibrate ${ws.name} (${ws.models.length} models)`,
+      run: async (ctx) => {
+        const parts: JobPart[] = ws.models.map((m) => ({ id: m.id, progress: 0, state: 'queued' }));
+        const weight = ws.models.map(() => 1);
+        const report = () => {
+          const total = weight.reduce((a, b) => a + b, 0);
+          const done = parts.reduce((a, p, i) => a + p.progress * weight[i], 0);
+          const finished = parts.filter((p) => p.state === 'done' || p.state === 'cached' || p.state === 'failed').length;
+          const active = parts.filter((p) => p.state === 'calibrating').map((p) => p.id);
+          ctx.progress(total > 0 ? done / total : 1, `${finished}/${parts.length} models${active.length ? ` · ${active.join(', ')}` : ''}`, parts);
+        };
+        const run = await runPipeline(ws.resolved, {
+          cacheDir: this.cacheDir,
+          force,
+          signal: ctx.signal,
+          onEvent: (e) => {
+            const part = parts[e.index];
+            if (e.type === 'phase') part.state = e.phase;
+            else if (e.type === 'progress') {
+              weight[e.index] = Math.max(1, e.progress.elementsTotal);
+              part.progress = e.progress.elementsTotal > 0 ? e.progress.elementsDone / e.progress.elementsTotal : 1;
+            } else if (e.type === 'done') {
+              part.state = e.profile.cached ? 'cached' : 'done';
+              part.progress = 1;
+              this.modelChanged(ws.models[e.index]);
+            } else {
+              part.state = 'failed';
+              part.progress = 1;
+              this.modelChanged(ws.models[e.index]);
+            }
+            report();
+          },
+        });
+        if (run.failures.length > 0) {
+          const f = run.failures;
+          throw new CalibscopeError(f[0].error.code, `${f.length} of ${ws.models.length} models failed: ${f.map((x) => `${x.model_id}: ${x.error.message}`).join('; ')}`, {
+            failures: f.map((x) => ({ model: x.model_id, ...x.error.toJSON() })),
+          });
+        }
+      },
+    });
+  }
+
+  private startRerun(p: Params<'calibrate.tensor'>): JobInfo {
+    const m = this.workspace.model(p.modelId);
+    const settings = [p.format, p.blockSizes?.join('/'), p.policy, p.search].filter(Boolean).join(', ');
+    return this.jobs.start({
+      kind: 'calibrate-tensor',
+      label: `re-run ${p.tensor}${settings ? ` (${settings})` : ''}`,
+      modelId: m.id,
+      tensor: p.tensor,
+      run: async (ctx) => {
+        const out = await rerunTensor(m, p, ctx.signal, (f) => ctx.progress(f, p.tensor));
+        const rerunId = crypto.randomBytes(8).toString('hex');
+        this.pending.set(rerunId, { rerunId, model: m, baseTimestamp: out.baseTimestamp, before: out.before, tc: out.tc });
+        return { rerun: { rerunId, modelId: m.id, tensor: p.tensor, before: out.before, after: out.tc.result } };
+      },
+    });
+  }
+
+  private async keep(rerunId: string): Promise<ProfileView> {
+    const pending = this.pending.get(rerunId);
+    if (!pending) throw new CalibscopeError('E_NOT_FOUND', `no re-run ${rerunId} is waiting to be kept (already kept, discarded, or another workspace was opened)`);
+    // Only the workspace's own model object may be written, in case the workspace changed meanwhile.
+    const m = this.workspace.model(pending.model.id);
+    if (m.profileDir !== pending.model.profileDir) throw new CalibscopeError('E_NOT_FOUND', `re-run ${rerunId} belongs to a workspace that is no longer open`);
+    await keepRerun(pending);
+    this.pending.delete(rerunId);
+    this.modelChanged(m);
+    return this.profileView(m.id);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Semantic validation
+
+  private async validationView(modelId: string): Promise<ValidationView> {
+    const m = this.workspace.model(modelId);
+    const sem = semanticSupport();
+    const st = await this.workspace.status(m);
+    return sem.view(m, st.profile);
+  }
+
+  private startValidation(modelId: string, attribution: boolean): JobInfo {
+    const m = this.workspace.model(modelId);
+    const sem = semanticSupport();
+    if (!sem.available) throw new CalibscopeError('E_BAD_ARGUMENT', `semantic validation is not available: ${sem.reason}`);
+    return this.jobs.start({
+      kind: attribution ? 'attribute' : 'validate',
+      label: `${attribution ? 'attribute drift of' : 'validate'} ${m.id}`,
+      modelId: m.id,
+      run: async (ctx) => {
+        try {
+          await sem.run(m, { attribution, signal: ctx.signal, cacheDir: this.cacheDir, onProgress: (f, d) => ctx.progress(f, d) });
+        } finally {
+          this.modelChanged(m);
+        }
+      },
+    });
+  }
+
+  /** Runs work as a job of this service (progress events, cancellation). */
+  startJob(spec: JobSpec): JobInfo {
+    return this.jobs.start(spec);
+  }
+
+  /** Starts a calibration of every model of the open workspace that needs one (a job). */
+  calibrateAll(): JobInfo {
+    return this.calibratePipeline(false);
+  }
+}
