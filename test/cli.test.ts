@@ -361,12 +361,17 @@ describe('calibrate the bert-tiny-a fixture', () => {
       bits = calibrate('pol-bits', ['--format', 'fp4', '--block-sizes', '64,128,256', '--block-policy', 'bits', '--bits-tolerance', '1']).profile;
     });
 
-    test('min-mse picks the least-MSE size per tensor (ties: the larger block)', () => {
+    test('min-mse picks the least-MSE size: the smallest, larger ones provably dominated (exact search)', () => {
       for (const [name, r] of Object.entries<any>(minMse.tensor_calibrations)) {
-        assert.deepEqual(r.block_sizes_tried.map((t: any) => t.block_size), [64, 128, 256], name);
-        const best = Math.min(...r.block_sizes_tried.map((t: any) => t.mse_after));
-        const want = Math.max(...r.block_sizes_tried.filter((t: any) => t.mse_after === best).map((t: any) => t.block_size));
-        assert.equal(r.block_size, want, name);
+        // Only 64 is evaluated: a larger block's best scale is available to each of its halves.
+        assert.deepEqual(r.block_sizes_tried.map((t: any) => t.block_size), [64], name);
+        assert.deepEqual(r.block_sizes_dominated, [128, 256], name);
+        // The bits run evaluates every size: 64 has the least MSE there too, and the same value.
+        const all = bits.tensor_calibrations[name].block_sizes_tried as { block_size: number; mse_after: number }[];
+        assert.deepEqual(all.map((t) => t.block_size), [64, 128, 256], name);
+        const best = Math.min(...all.map((t) => t.mse_after));
+        assert.equal(all[0].mse_after, best, name);
+        assert.equal(r.block_size, 64, name);
         assert.equal(r.mse_after, best, name);
       }
     });
@@ -375,7 +380,8 @@ describe('calibrate the bert-tiny-a fixture', () => {
       let at256 = 0;
       for (const [name, r] of Object.entries<any>(bits.tensor_calibrations)) {
         const tried = r.block_sizes_tried as { block_size: number; mse_after: number }[];
-        assert.deepEqual(tried, minMse.tensor_calibrations[name].block_sizes_tried, `${name}: same trials under either policy`);
+        assert.deepEqual(tried.map((t) => t.block_size), [64, 128, 256], `${name}: the bits policy evaluates every size`);
+        assert.deepEqual(r.block_sizes_dominated, [], name);
         const best = Math.min(...tried.map((t) => t.mse_after));
         const want = Math.max(...tried.filter((t) => t.mse_after <= best * 2).map((t) => t.block_size));
         assert.equal(r.block_size, want, name);
@@ -617,6 +623,9 @@ describe('the --out folder', () => {
     assert.ok(t.mse_before > 0);
     assert.equal(t.mse_after, 0);
     assert.equal(t.improvement_ratio, null);
+    // A zero error ties every block size: they are all evaluated, and the larger block wins the tie.
+    assert.deepEqual(t.block_sizes_dominated, []);
+    assert.equal(t.block_size, 256);
   });
 
   test('an existing profile is replaced by the new calibration', () => {

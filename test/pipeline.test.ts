@@ -292,12 +292,21 @@ describe('concurrency and cancellation', () => {
 
     // Interrupt once a profile is being written (its temporary folder exists).
     const t0 = Date.now();
-    while (Date.now() - t0 < 30_000) {
-      if (leftovers(cache).some((p) => /\.tmp-/.test(p))) break;
-      await new Promise((r) => setTimeout(r, 20));
+    const writing = () => {
+      try {
+        return leftovers(cache).some((p) => /\.tmp-/.test(p));
+      } catch {
+        return false; // a folder vanished while it was listed: the writer is busy, look again
+      }
+    };
+    let started = false;
+    try {
+      while (!(started = writing()) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      // Also when the wait fails: never leave the child running.
+      child.kill('SIGINT');
     }
-    assert.ok(leftovers(cache).some((p) => /\.tmp-/.test(p)), 'calibration started');
-    child.kill('SIGINT');
+    assert.ok(started, 'calibration started');
     const r = await done;
     assert.equal(r.status, 130, show(r));
     assert.equal(JSON.parse(r.stdout).error.code, 'E_CANCELLED');

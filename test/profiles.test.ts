@@ -406,9 +406,16 @@ describe('cache housekeeping and locks', () => {
     }
     const deadJsonTmp = path.join(dir, `.profile.json.tmp-${dead}-0123456789ab`);
     fs.writeFileSync(deadJsonTmp, '{');
+    const deadLock = path.join(modelDir, '.fp4-abc.lock');
+    fs.writeFileSync(deadLock, JSON.stringify({ pid: dead, host: os.hostname(), time: '' }));
+    const liveLock = path.join(modelDir, '.fp4-def.lock');
+    fs.writeFileSync(liveLock, JSON.stringify({ pid: process.pid, host: os.hostname(), time: '' }));
     const removed = await openCache(cache);
-    assert.deepEqual(removed.sort(), [deadJsonTmp, deadOld, deadTmp].sort());
+    assert.deepEqual(removed.sort(), [deadJsonTmp, deadLock, deadOld, deadTmp].sort());
     assert.ok(fs.existsSync(liveTmp));
+    assert.ok(fs.existsSync(liveLock));
+    fs.rmSync(liveLock);
+    assert.deepEqual(fs.readdirSync(modelDir).filter((n) => n.includes('stale')), []);
     fs.rmSync(liveTmp, { recursive: true });
   });
 

@@ -131,7 +131,17 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
     return Napi::String::New(info.Env(), enc::gemm_isa());
   }
 
-  Napi::Value Forward(const Napi::CallbackInfo& info);
+  // Bad arguments reject the promise, as failures during the pass do.
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    try {
+      return ForwardImpl(info);
+    } catch (const Napi::Error& e) {
+      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(info.Env());
+      d.Reject(e.Value());
+      return d.Promise();
+    }
+  }
+  Napi::Value ForwardImpl(const Napi::CallbackInfo& info);
 
   std::shared_ptr<enc::BertEncoder> enc_;
   int busy_ = 0;
@@ -203,7 +213,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   std::string code_;
 };
 
-Napi::Value EncoderWrap::Forward(const Napi::CallbackInfo& info) {
+Napi::Value EncoderWrap::ForwardImpl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* usage = "forward(ids: Int32Array, mask: Uint8Array, options: {batch, seqLen, ...})";
   if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsObject())

@@ -140,7 +140,7 @@ TL_INLINE void cossin2pi(const F& u, F* c, F* s) {
   ca = (ca + 4.16666667e-2f) * a2;
   ca = (ca - 0.5f) * a2;
   ca = ca + 1.0f;
-  const F h = u * 0.0f + 0.70710678118f;
+  const F h = F() + 0.70710678118f;
   const F cc = sel(q == 0, h, sel(q == 3, h, -h));
   const F sc = sel(q < 2, h, -h);
   *c = cc * ca - sc * sa;
@@ -155,7 +155,7 @@ TL_INLINE decltype(as_u(F())) half_bits(const F& x) {
   const U sign = f & 0x80000000u;
   f ^= sign;
   // Inf or NaN (and every finite value ≥ 65536, which rounds to inf); NaN stays a quiet NaN.
-  const U special = sel(f > 0x7f800000u, U(f * 0u + 0x7e00u), U(f * 0u + 0x7c00u));
+  const U special = sel(f > 0x7f800000u, U() + 0x7e00u, U() + 0x7c00u);
   // Subnormal or zero: adding 0.5 puts the 10 result bits at the bottom, rounded to nearest even.
   const U sub = as_u(F(as_f(f) + 0.5f)) - 0x3f000000u;
   // Normal: rebias the exponent, round to nearest even on the 13 dropped bits.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -20,7 +21,7 @@ namespace enc {
 
 namespace {
 
-constexpr int kRows = 6;      // rows of A per micro-kernel call
+constexpr int kRows = 6;         // rows of A per micro-kernel call
 constexpr int64_t kDepth = 256;  // k block: a 256 × 16 slice of a panel (16 KiB) stays in L1
 
 std::atomic<bool> g_allow_simd{true};
@@ -39,61 +40,96 @@ inline bool use_avx2() { return g_allow_simd.load(std::memory_order_relaxed) && 
 // A micro-kernel computes a R × kPanel tile of C over kc steps of k. Every element is one
 // accumulator running through k in order: the first k block starts from the bias (or zero),
 // later blocks continue from C.
-using Kernel = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, const float* init,
-                        bool load_c);
+using Kernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* init, bool load_c);
 
-template <int R>
-void kernel_base(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, const float* init, bool load_c) {
-  float acc[R][kPanel];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < kPanel; ++j) acc[r][j] = load_c ? c[r * ldc + j] : (init ? init[j] : 0.0f);
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* bk = b + k * kPanel;
-    for (int r = 0; r < R; ++r) {
-      const float av = a[r * lda + k];
-      for (int j = 0; j < kPanel; ++j) acc[r][j] += av * bk[j];
+// The portable kernel, in GCC/Clang vector extensions (SSE2 on x86-64, NEON on ARM). A is a
+// packed panel: for every k, kRows consecutive values (one per row; padding rows are zero).
+typedef float v4f __attribute__((vector_size(16)));
+
+inline v4f load4(const float* p) {
+  v4f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store4(float* p, v4f v) { std::memcpy(p, &v, sizeof v); }
+
+void kernel_base(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* init, bool load_c) {
+  // Two passes of 8 columns keep the accumulators (12) within SSE's 16 registers.
+  for (int half = 0; half < 2; ++half) {
+    const int j0 = half * 8;
+    v4f acc[kRows][2];
+    for (int r = 0; r < kRows; ++r)
+      for (int q = 0; q < 2; ++q) {
+        if (load_c) acc[r][q] = load4(c + r * ldc + j0 + 4 * q);
+        else if (init) acc[r][q] = load4(init + j0 + 4 * q);
+        else acc[r][q] = v4f{0.0f, 0.0f, 0.0f, 0.0f};
+      }
+    for (int64_t k = 0; k < kc; ++k) {
+      const v4f b0 = load4(b + k * kPanel + j0), b1 = load4(b + k * kPanel + j0 + 4);
+      const float* ak = a + k * kRows;
+      for (int r = 0; r < kRows; ++r) {
+        const v4f av = v4f{ak[r], ak[r], ak[r], ak[r]};
+        acc[r][0] += av * b0;
+        acc[r][1] += av * b1;
+      }
     }
+    for (int r = 0; r < kRows; ++r)
+      for (int q = 0; q < 2; ++q) store4(c + r * ldc + j0 + 4 * q, acc[r][q]);
   }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < kPanel; ++j) c[r * ldc + j] = acc[r][j];
 }
 
 #if ENC_X86
-template <int R>
-ENC_AVX2 void kernel_avx2(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, const float* init,
-                          bool load_c) {
-  __m256 lo[R], hi[R];
-  for (int r = 0; r < R; ++r) {
-    if (load_c) {
-      lo[r] = _mm256_loadu_ps(c + r * ldc);
-      hi[r] = _mm256_loadu_ps(c + r * ldc + 8);
-    } else if (init) {
-      lo[r] = _mm256_loadu_ps(init);
-      hi[r] = _mm256_loadu_ps(init + 8);
-    } else {
-      lo[r] = _mm256_setzero_ps();
-      hi[r] = _mm256_setzero_ps();
-    }
+// Twelve named accumulators: GCC keeps them in registers (an array of __m256 gets spilled to the
+// stack on every iteration).
+ENC_AVX2 void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* init, bool load_c) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+#define ENC_INIT(r, lo, hi)                                                       \
+  if (load_c) {                                                                   \
+    lo = _mm256_loadu_ps(c + r * ldc);                                            \
+    hi = _mm256_loadu_ps(c + r * ldc + 8);                                        \
+  } else if (init) {                                                              \
+    lo = _mm256_loadu_ps(init);                                                   \
+    hi = _mm256_loadu_ps(init + 8);                                               \
+  } else {                                                                        \
+    lo = _mm256_setzero_ps();                                                     \
+    hi = _mm256_setzero_ps();                                                     \
   }
+  ENC_INIT(0, c00, c01)
+  ENC_INIT(1, c10, c11)
+  ENC_INIT(2, c20, c21)
+  ENC_INIT(3, c30, c31)
+  ENC_INIT(4, c40, c41)
+  ENC_INIT(5, c50, c51)
+#undef ENC_INIT
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * kPanel);
     const __m256 b1 = _mm256_loadu_ps(b + k * kPanel + 8);
-    for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + r * lda + k);
-      lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-    }
+    const float* ak = a + k * kRows;
+    __m256 av;
+#define ENC_STEP(r, lo, hi)              \
+  av = _mm256_broadcast_ss(ak + r);      \
+  lo = _mm256_fmadd_ps(av, b0, lo);      \
+  hi = _mm256_fmadd_ps(av, b1, hi);
+    ENC_STEP(0, c00, c01)
+    ENC_STEP(1, c10, c11)
+    ENC_STEP(2, c20, c21)
+    ENC_STEP(3, c30, c31)
+    ENC_STEP(4, c40, c41)
+    ENC_STEP(5, c50, c51)
+#undef ENC_STEP
   }
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(c + r * ldc, lo[r]);
-    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
-  }
+#define ENC_STORE(r, lo, hi)             \
+  _mm256_storeu_ps(c + r * ldc, lo);     \
+  _mm256_storeu_ps(c + r * ldc + 8, hi);
+  ENC_STORE(0, c00, c01)
+  ENC_STORE(1, c10, c11)
+  ENC_STORE(2, c20, c21)
+  ENC_STORE(3, c30, c31)
+  ENC_STORE(4, c40, c41)
+  ENC_STORE(5, c50, c51)
+#undef ENC_STORE
 }
-#endif
-
-const Kernel kBase[kRows] = {kernel_base<1>, kernel_base<2>, kernel_base<3>, kernel_base<4>, kernel_base<5>, kernel_base<6>};
-#if ENC_X86
-const Kernel kAvx2[kRows] = {kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>, kernel_avx2<4>, kernel_avx2<5>, kernel_avx2<6>};
 #endif
 
 // erf as a rational function on [-4, 4] (±1 outside, where float erf is ±1): the same
@@ -209,33 +245,51 @@ void linear(const float* a, int64_t m, int64_t lda, const PackedLinear& w, float
     for (int64_t i = 0; i < m; ++i) std::memcpy(c + i * ldc, w.bias.data(), size_t(N) * sizeof(float));
     return;
   }
-  const Kernel* kern = kBase;
+  Kernel kern = kernel_base;
 #if ENC_X86
-  if (use_avx2()) kern = kAvx2;
+  if (use_avx2()) kern = kernel_avx2;
 #endif
+  // A's k block, packed in panels of kRows rows (k-major within a panel, padding rows zero), so the
+  // kernel broadcasts from one contiguous stream. One buffer per thread, reused across calls.
+  thread_local std::vector<float> apack;
+  const int64_t mp = (m + kRows - 1) / kRows;
+  apack.resize(size_t(mp * kRows * std::min(kDepth, K)));
   float tile[kRows * kPanel];
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t kc = std::min(kDepth, K - k0);
     const bool first = k0 == 0;
+    for (int64_t ip = 0; ip < mp; ++ip) {
+      float* dst = apack.data() + ip * kRows * kc;
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t i = ip * kRows + r;
+        if (i < m) {
+          const float* src = a + i * lda + k0;
+          for (int64_t k = 0; k < kc; ++k) dst[k * kRows + r] = src[k];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) dst[k * kRows + r] = 0.0f;
+        }
+      }
+    }
     for (int64_t p = 0; p < np; ++p) {
       const float* bp = w.panels.data() + (p * K + k0) * kPanel;
       const int64_t n0 = p * kPanel, nw = std::min<int64_t>(kPanel, N - n0);
       const float* init = first ? w.bias.data() + n0 : nullptr;
-      for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+      for (int64_t ip = 0; ip < mp; ++ip) {
+        const int64_t i0 = ip * kRows;
         const int r = int(std::min<int64_t>(kRows, m - i0));
-        const float* ap = a + i0 * lda + k0;
+        const float* ap = apack.data() + ip * kRows * kc;
         float* cp = c + i0 * ldc + n0;
-        if (nw == kPanel) {
-          kern[r - 1](kc, ap, lda, bp, cp, ldc, init, !first);
+        if (nw == kPanel && r == kRows) {
+          kern(kc, ap, bp, cp, ldc, init, !first);
         } else {
-          // The last panel is narrower than the kernel: go through a full-width tile (the padding
-          // columns are zero weights and are dropped), with exactly the same arithmetic.
+          // An edge tile (fewer rows, or the last, narrower panel) goes through a full tile: the
+          // padding is zero weights / zero rows, dropped afterwards; the arithmetic is the same.
           if (!first)
-            for (int rr = 0; rr < r; ++rr) {
-              std::memcpy(tile + rr * kPanel, cp + rr * ldc, size_t(nw) * sizeof(float));
-              std::fill(tile + rr * kPanel + nw, tile + (rr + 1) * kPanel, 0.0f);
+            for (int rr = 0; rr < kRows; ++rr) {
+              if (rr < r) std::memcpy(tile + rr * kPanel, cp + rr * ldc, size_t(nw) * sizeof(float));
+              std::fill(tile + rr * kPanel + (rr < r ? nw : 0), tile + (rr + 1) * kPanel, 0.0f);
             }
-          kern[r - 1](kc, ap, lda, bp, tile, kPanel, init, !first);
+          kern(kc, ap, bp, tile, kPanel, init, !first);
           for (int rr = 0; rr < r; ++rr) std::memcpy(cp + rr * ldc, tile + rr * kPanel, size_t(nw) * sizeof(float));
         }
       }

@@ -1,6 +1,6 @@
 // A thin React wrapper around plotly.js-dist-min: Plotly.react on every change (cheap when the
-// data is the same), Plotly.purge on unmount, and the plot's events passed on.
-import Plotly from 'plotly.js-dist-min';
+// data is the same), Plotly.purge on unmount, and the plot's events passed on. plotly.js (4.6 MB)
+// loads on its own, after the first paint, so the model list does not wait for it.
 import { useEffect, useRef } from 'react';
 import type { Config, Data, Layout, PlotMouseEvent, PlotRelayoutEvent } from 'plotly.js';
 
@@ -18,6 +18,14 @@ export interface PlotProps {
   onDrawn?: (ms: number) => void;
 }
 
+type PlotlyApi = typeof import('plotly.js-dist-min').default;
+let plotly: Promise<PlotlyApi> | null = null;
+
+export function loadPlotly(): Promise<PlotlyApi> {
+  plotly ??= import('plotly.js-dist-min').then((m) => m.default);
+  return plotly;
+}
+
 type PlotDiv = HTMLDivElement & { on(event: string, cb: (e: never) => void): void; removeAllListeners?(event: string): void };
 
 export function Plot(props: PlotProps) {
@@ -28,10 +36,16 @@ export function Plot(props: PlotProps) {
   useEffect(() => {
     const el = ref.current as PlotDiv | null;
     if (!el) return;
-    const t0 = performance.now();
-    void Plotly.react(el, props.data, props.layout, { displaylogo: false, responsive: true, ...props.config }).then(() => {
+    let stale = false;
+    void loadPlotly().then(async (Plotly) => {
+      if (stale) return;
+      const t0 = performance.now();
+      await Plotly.react(el, props.data, props.layout, { displaylogo: false, responsive: true, ...props.config });
       handlers.current.onDrawn?.(performance.now() - t0);
     });
+    return () => {
+      stale = true;
+    };
   }, [props.data, props.layout, props.config]);
 
   useEffect(() => {
@@ -52,7 +66,7 @@ export function Plot(props: PlotProps) {
     }, 20);
     return () => {
       clearInterval(timer);
-      Plotly.purge(el);
+      void loadPlotly().then((Plotly) => Plotly.purge(el));
     };
   }, []);
 

@@ -4,6 +4,7 @@ import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App, ErrorBoundary } from './App';
 import { StoreContext } from './context';
+import { loadPlotly } from './Plot';
 import { createWorkbenchStore } from './store';
 import './styles.css';
 import { electronTransport, webSocketTransport, type PreloadBridge } from './transport';
@@ -29,3 +30,5 @@ createRoot(document.getElementById('root')!).render(
     </ErrorBoundary>
   </StrictMode>,
 );
+// Fetch and parse plotly once the first frame is up, so the heatmap does not wait for it later.
+setTimeout(() => void loadPlotly(), 0);

@@ -85,6 +85,7 @@ export interface WorkbenchState {
   hoverBlock(row: number, block: number): Promise<void>;
   clearHover(): void;
   calibrateModel(id: string, force?: boolean): Promise<void>;
+  /** Calibrates what needs it, then validates (where semantic validation is built in). */
   calibratePipeline(force?: boolean): Promise<void>;
   cancelJob(id: string): Promise<void>;
   rerun(p: Omit<RerunParams, 'modelId' | 'tensor'>): Promise<JobInfo | null>;
@@ -292,7 +293,8 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async selectTensor(name) {
-        set({ selectedTensor: name, cursor: name, grid: null, histogram: null, hover: null, gridWindow: {} });
+        // Closing keeps the cursor where it was, so Enter opens the same tensor again.
+        set({ selectedTensor: name, cursor: name ?? get().cursor, grid: null, histogram: null, hover: null, gridWindow: {} });
         if (name) await loadTensorViews();
       },
 
@@ -371,7 +373,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async calibratePipeline(force) {
-        const j = await call('calibrate.pipeline', { force });
+        const j = await call('calibrate.pipeline', { force, validate: get().info?.semanticAvailable ?? false });
         if (j) set({ jobs: { ...get().jobs, [j.id]: j } });
       },
 

@@ -105,6 +105,15 @@ function describeNativeError(err: unknown, t: TensorData, source: string): Calib
   return new CalibscopeError(e.code, message, details);
 }
 
+/** With the exact search and FP32 scales, splitting a block never raises its least error: each half
+ *  can still use the whole block's best scale. So under `min-mse` the smallest block size wins and
+ *  larger ones need no evaluation, except to break an exact tie (a zero error), where the policy
+ *  prefers the larger block. (Encoded scales are left to the grid: NVFP4's global scale and the
+ *  scale grids make no such guarantee worth relying on, and they search one size anyway.) */
+function smallestBlockWins(config: CalibrationConfig, scheme: SchemeSpec): boolean {
+  return config.search === 'exact' && config.block_policy === 'min-mse' && scheme.scaleEncoding === 'fp32';
+}
+
 /** Calibrates one tensor over the config's block sizes. `source` names the file in messages. */
 export async function calibrateTensorData(
   t: TensorData,
@@ -123,18 +132,25 @@ export async function calibrateTensorData(
   }
   const sizes = config.block_sizes;
   // Progress in blocks over all block sizes of this tensor.
-  const totalBlocks = sizes.reduce((acc, b) => acc + rows * Math.ceil(cols / b), 0);
+  const expected = smallestBlockWins(config, scheme) ? sizes.slice(0, 1) : sizes;
+  const totalBlocks = expected.reduce((acc, b) => acc + rows * Math.ceil(cols / b), 0);
   let doneBefore = 0;
   const trials: { size: number; r: NativeCalibrateResult }[] = [];
+  const dominated: number[] = [];
   for (const size of sizes) {
+    const first = trials[0]?.r;
+    if (first && smallestBlockWins(config, scheme) && first.sumErrAfter > 0) {
+      dominated.push(size);
+      continue;
+    }
     let r: NativeCalibrateResult;
     try {
-      r = await runNative(t, scheme, size, config, opts, (d) => opts.onProgress?.((doneBefore + d) / totalBlocks));
+      r = await runNative(t, scheme, size, config, opts, (d) => opts.onProgress?.(Math.min(1, (doneBefore + d) / totalBlocks)));
     } catch (err) {
       throw describeNativeError(err, t, source);
     }
     doneBefore += rows * Math.ceil(cols / size);
-    opts.onProgress?.(doneBefore / totalBlocks);
+    opts.onProgress?.(Math.min(1, doneBefore / totalBlocks));
     trials.push({ size, r });
   }
   const mse = (r: NativeCalibrateResult) => (r.counted > 0 ? r.sumErrAfter / r.counted : 0);
@@ -162,6 +178,7 @@ export async function calibrateTensorData(
     dtype: t.dtype,
     search: config.search,
     block_sizes_tried: tried,
+    block_sizes_dominated: dominated,
     nonfinite_excluded: r.nonfinite,
   };
   if (scheme.scaleEncoding === 'e4m3_x_fp32') result.global_scale = r.globalDecode;

@@ -29,6 +29,9 @@ export interface CalibrationResult {
   search: SearchName;
   /** Every block size that was tried, for the block-size policy's audit trail. */
   block_sizes_tried: BlockSizeTrial[];
+  /** Larger block sizes not evaluated because they cannot have less error (exact search, FP32
+   *  scales, min-mse policy: a block's best scale is available to each of its halves). */
+  block_sizes_dominated: number[];
   /** Non-finite elements excluded under --allow-nonfinite (0 otherwise). */
   nonfinite_excluded: number;
   /** NVFP4: the per-tensor decode scale g. */

@@ -19,7 +19,7 @@ usage:
   calibscope demo --size tiny|full --out DIR [--seed N] [--json]
                                                       write the 12-model demo pipeline (trained-like weights)
   calibscope info [--json]                            version, threads, SIMD, CUDA
-  calibscope embed <model> [--queries F] [--json]      embed queries with the model's FP16 weights
+  calibscope embed <model> [--queries F] [--json]     embed queries with the model's FP16 weights
   calibscope validate <model> (--profile D | --format F) [--threshold T] [--json]
                                                       FP16 vs quantized embeddings: Pearson, retrieval
   calibscope attribute <model> --format F [--json]    which tensors drift; mixed-precision suggestion

@@ -67,7 +67,8 @@ export class PipelineProgress {
   }
 
   private draw(permanent: string | null): void {
-    const cols = Math.max(20, (this.stream.columns ?? 100) - 1);
+    // A pseudo-terminal without a size reports 0 columns.
+    const cols = this.stream.columns && this.stream.columns > 20 ? this.stream.columns - 1 : 100;
     const live = this.rows.filter((r) => !r.finished && r.phase !== 'queued');
     const total = this.rows.reduce((a, r) => a + r.weight, 0);
     const done = this.rows.reduce((a, r) => a + r.weight * r.fraction, 0);

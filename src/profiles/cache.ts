@@ -11,7 +11,7 @@ import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { HASH_CACHE_DIR, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
-import { acquireLock, lockPathFor, pidAlive, type LockOwner } from './lock.js';
+import { acquireLock, lockPathFor, pidAlive, removeDeadLock, type LockOwner } from './lock.js';
 import { profileDir } from './paths.js';
 import { profileStatus, type ProfileState, type ProfileStatus } from './store.js';
 
@@ -25,8 +25,8 @@ function ioError(cacheDir: string, err: unknown): CalibscopeError {
 
 /**
  * Makes sure the cache folder exists and is writable (a probe file is created and removed), and
- * removes what writers that died left behind: `.name.tmp-<pid>-*` / `.name.old-<pid>-*` folders
- * and temporary files of processes that no longer exist. Returns the removed paths.
+ * removes what writers that died left behind: `.name.tmp-<pid>-*` / `.name.old-<pid>-*` folders,
+ * temporary files and lock files of processes that no longer exist. Returns the removed paths.
  */
 export async function openCache(cacheDirArg: string): Promise<string[]> {
   const cacheDir = path.resolve(cacheDirArg);
@@ -49,6 +49,10 @@ export async function openCache(cacheDirArg: string): Promise<string[]> {
       return;
     }
     for (const name of names) {
+      if (/^\..+\.lock$/.test(name)) {
+        if (await removeDeadLock(path.join(dir, name)).catch(() => false)) removed.push(path.join(dir, name));
+        continue;
+      }
       const m = LEFTOVER_RE.exec(name);
       if (!m) continue;
       const pid = Number(m[3] ?? m[5]);

@@ -125,6 +125,21 @@ async function breakStale(lockPath: string, seen: string): Promise<void> {
   await unlinkQuiet(moved).catch(() => undefined);
 }
 
+/** Removes the lock at `lockPath` if its owner is certainly dead; returns whether it did. */
+export async function removeDeadLock(lockPath: string): Promise<boolean> {
+  let text: string;
+  let mtimeMs: number;
+  try {
+    text = await fs.promises.readFile(lockPath, 'utf8');
+    mtimeMs = (await fs.promises.stat(lockPath)).mtimeMs;
+  } catch {
+    return false;
+  }
+  if (!ownerDead(parseOwner(text), mtimeMs)) return false;
+  await breakStale(lockPath, text);
+  return true;
+}
+
 /**
  * Takes the lock at `lockPath` (its folder must exist), waiting while a live process holds it.
  * Returns the function that releases it. Errors: E_CANCELLED when `signal` aborts the wait,

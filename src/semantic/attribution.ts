@@ -10,7 +10,7 @@ import { schemeFor } from '../calibration/schemes.js';
 import type { ModelCalibrationProfile } from '../calibration/types.js';
 import { CalibscopeError } from '../util/errors.js';
 import { layerOf } from './model.js';
-import { float32Bytes, quantizeWeight, storedBits, type ScalesSource } from './quantized.js';
+import { float32Bytes, quantizeWeight, quantizedWeights, storedBits, type ScalesSource } from './quantized.js';
 import { checkQueries, queriesHash } from './queries.js';
 import type { EncodedQueries } from './session.js';
 import { compareEmbeddings, retrievalAgreement } from './stats.js';
@@ -127,8 +127,19 @@ export async function attributeWithScales(
     capture: true,
     onProgress: (f, d) => progress(0.1 * f, d),
   });
-  const { model, session, encoded, plan, quantized, fp16 } = prep0;
+  const { model, session, encoded, plan, fp16 } = prep0;
   let layerInputs = prep0.layerInputs;
+  let quantized: Map<string, Float32Array>;
+  try {
+    // Kept for the whole run: every pass swaps some of them in.
+    quantized = await quantizedWeights(model, src, plan, {
+      threads: opts.threads,
+      onTensor: (d, k) => progress(0.1 * (d / k), `quantizing weights ${d}/${k}`),
+    });
+  } catch (err) {
+    session.close();
+    throw err;
+  }
   const cacheBytes = (layerInputs ?? []).reduce((a, x) => a + x.byteLength, 0);
   if (cacheBytes > (opts.layerCacheBytes ?? 1 << 30)) layerInputs = undefined;
 

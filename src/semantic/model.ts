@@ -197,18 +197,22 @@ function halfTable(): Float32Array {
 
 /** Raw little-endian F32 / F16 / BF16 bytes as float32 values. */
 export function toFloat32(bytes: Uint8Array, dtype: string, numel: number): Float32Array {
+  const width = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
+  if (width === 0) throw new CalibscopeError('E_UNSUPPORTED_DTYPE', `dtype ${dtype} cannot be read as float`, { dtype });
+  if (bytes.byteLength < numel * width) {
+    throw new CalibscopeError('E_BAD_CHECKPOINT', `${numel} ${dtype} values need ${numel * width} bytes, got ${bytes.byteLength}`);
+  }
+  // Typed views need aligned offsets (and little-endian hosts, which every supported platform is).
+  const aligned = bytes.byteOffset % width === 0 ? bytes : bytes.slice(0, numel * width);
+  if (dtype === 'F32') return new Float32Array(aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + numel * 4));
+  const src = new Uint16Array(aligned.buffer, aligned.byteOffset, numel);
   const out = new Float32Array(numel);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (dtype === 'F32') {
-    for (let i = 0; i < numel; i++) out[i] = dv.getFloat32(4 * i, true);
-  } else if (dtype === 'F16') {
+  if (dtype === 'F16') {
     const t = halfTable();
-    for (let i = 0; i < numel; i++) out[i] = t[dv.getUint16(2 * i, true)];
-  } else if (dtype === 'BF16') {
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < numel; i++) u[i] = dv.getUint16(2 * i, true) << 16;
+    for (let i = 0; i < numel; i++) out[i] = t[src[i]];
   } else {
-    throw new CalibscopeError('E_UNSUPPORTED_DTYPE', `dtype ${dtype} cannot be read as float`, { dtype });
+    const u = new Uint32Array(out.buffer);
+    for (let i = 0; i < numel; i++) u[i] = src[i] << 16;
   }
   return out;
 }

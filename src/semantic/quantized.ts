@@ -63,16 +63,21 @@ export function planQuantized(model: SemanticModel, profile: ModelCalibrationPro
   return { used, unused };
 }
 
-/** x̂ of every profile tensor the encoder reads, by encoder name. */
+/**
+ * x̂ of every profile tensor the encoder reads. With `onWeight` each is handed over as it is made
+ * and not kept (memory stays at one tensor); otherwise they are returned by encoder name.
+ */
 export async function quantizedWeights(
   model: SemanticModel,
   src: ScalesSource,
   plan: QuantizedPlan,
-  opts: { threads?: number; onTensor?: (done: number, total: number) => void } = {},
+  opts: { threads?: number; onTensor?: (done: number, total: number) => void; onWeight?: (encoderName: string, data: Float32Array) => void } = {},
 ): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
   for (const [i, u] of plan.used.entries()) {
-    out.set(u.encoderName, await quantizeWeight(model, u.encoderName, u.result, await scalesOf(src, u.tensor), opts.threads));
+    const x = await quantizeWeight(model, u.encoderName, u.result, await scalesOf(src, u.tensor), opts.threads);
+    if (opts.onWeight) opts.onWeight(u.encoderName, x);
+    else out.set(u.encoderName, x);
     opts.onTensor?.(i + 1, plan.used.length);
   }
   return out;

@@ -150,11 +150,10 @@ export interface PreparedValidation {
   session: EncoderSession;
   encoded: EncodedQueries;
   plan: QuantizedPlan;
-  quantized: Map<string, Float32Array>;
   fp16: Float32Array[];
 }
 
-/** Loads the model, quantizes the profile's tensors and embeds the queries with FP16 weights (the caller closes the session). */
+/** Loads the model and embeds the queries with its FP16 weights (the caller closes the session). */
 export async function prepareComparison(
   modelDir: string,
   src: ScalesSource,
@@ -166,19 +165,13 @@ export async function prepareComparison(
   try {
     const encoded = session.encode(queries);
     const plan = planQuantized(model, src.profile);
-    opts.onProgress?.(0, 'quantizing weights');
-    const quantized = await quantizedWeights(model, src, plan, {
-      threads: opts.threads,
-      onTensor: (d, n) => opts.onProgress?.(0.2 * (d / n), `quantizing weights ${d}/${n}`),
-    });
-    if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'semantic validation cancelled');
     const fp = await session.forward(encoded, {
       threads: opts.threads,
       signal: opts.signal,
       capture: opts.capture,
-      onProgress: (f) => opts.onProgress?.(0.2 + 0.4 * f, 'embedding with FP16 weights'),
+      onProgress: (f) => opts.onProgress?.(0.4 * f, 'embedding with FP16 weights'),
     });
-    return { model, session, encoded, plan, quantized, fp16: fp.embeddings, layerInputs: fp.layerInputs };
+    return { model, session, encoded, plan, fp16: fp.embeddings, layerInputs: fp.layerInputs };
   } catch (err) {
     session.close();
     throw err;
@@ -204,7 +197,13 @@ export async function validateSemanticAlignment(
   const prep = await prepareComparison(modelDir, { kind: 'profile', dir, profile }, queries, opts);
   let result: ValidationResult;
   try {
-    for (const [name, data] of prep.quantized) prep.session.setWeight(name, data);
+    // One tensor at a time: quantize-dequantize, hand to the encoder, let go.
+    await quantizedWeights(prep.model, { kind: 'profile', dir, profile }, prep.plan, {
+      threads: opts.threads,
+      onWeight: (name, data) => prep.session.setWeight(name, data),
+      onTensor: (d, n) => opts.onProgress?.(0.4 + 0.2 * (d / n), `quantizing weights ${d}/${n}`),
+    });
+    if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'semantic validation cancelled');
     const qz = await prep.session.forward(prep.encoded, {
       threads: opts.threads,
       signal: opts.signal,

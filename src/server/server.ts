@@ -65,7 +65,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         'content-security-policy': CONTENT_SECURITY_POLICY,
         'x-content-type-options': 'nosniff',
         'referrer-policy': 'no-referrer',
-        'cache-control': 'no-store',
+        // Vite's assets carry a content hash in their names: cacheable; the page itself is not.
+        'cache-control': url.pathname.startsWith('/assets/') ? 'private, max-age=31536000, immutable' : 'no-store',
       };
       if (auth.fromQuery) headers['set-cookie'] = setCookieHeader(token);
       res.writeHead(200, headers);

@@ -3,6 +3,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeDemoPipeline } from '../demo/index.js';
 import type { JobInfo } from './protocol.js';
 import type { WorkbenchService } from './service.js';
 
@@ -11,7 +12,7 @@ export function demoDir(cacheDir: string): string {
 }
 
 /** Writes the tiny demo into the cache unless it is there; returns its pipeline.json. */
-export async function ensureDemo(cacheDir: string): Promise<string> {
+export async function ensureDemo(cacheDir: string, signal?: AbortSignal, onProgress?: (fraction: number, detail: string) => void): Promise<string> {
   const dir = demoDir(cacheDir);
   const manifest = path.join(dir, 'pipeline.json');
   if (fs.existsSync(manifest)) return manifest;
@@ -19,8 +20,12 @@ export async function ensureDemo(cacheDir: string): Promise<string> {
   await fs.promises.mkdir(path.dirname(dir), { recursive: true });
   const tmp = `${dir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   try {
-    const { writeDemoPipeline } = await import('../demo/index.js');
-    await writeDemoPipeline({ size: 'tiny', outDir: tmp });
+    await writeDemoPipeline({
+      size: 'tiny',
+      outDir: tmp,
+      signal,
+      onProgress: (p) => onProgress?.(p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 0, `writing ${p.model} (${p.modelIndex + 1}/${p.models})`),
+    });
     await fs.promises.rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
       // Another process wrote it first: use theirs.
       if ((err.code === 'ENOTEMPTY' || err.code === 'EEXIST') && fs.existsSync(manifest)) return;
@@ -39,10 +44,10 @@ export function openDefaultWorkspace(service: WorkbenchService, format?: string)
     label: 'prepare the demo pipeline',
     run: async (ctx) => {
       ctx.progress(0, 'writing the tiny demo models');
-      const manifest = await ensureDemo(service.cacheDir);
-      ctx.progress(0.5, 'opening the demo pipeline');
+      const manifest = await ensureDemo(service.cacheDir, ctx.signal, (f, d) => ctx.progress(0.95 * f, d));
+      ctx.progress(0.97, 'opening the demo pipeline');
       await service.openPipeline(manifest, format, true);
-      ctx.progress(1, 'calibrating');
+      ctx.progress(1, 'opened; the calibration runs as its own job');
       service.calibrateAll();
     },
   });

@@ -68,6 +68,7 @@ export class JobManager {
       // Start on the next turn, so the caller gets the job before its first event.
       await new Promise((r) => setImmediate(r));
       try {
+        if (controller.signal.aborted) throw Object.assign(new Error('cancelled'), { code: 'E_CANCELLED' });
         const out = await spec.run(ctx);
         if (controller.signal.aborted) throw Object.assign(new Error('cancelled'), { code: 'E_CANCELLED' });
         info.status = 'done';

@@ -216,7 +216,7 @@ export interface JobInfo {
 export interface JobPart {
   id: string;
   progress: number;
-  state: 'queued' | 'waiting' | 'checking' | 'calibrating' | 'done' | 'cached' | 'failed';
+  state: 'queued' | 'waiting' | 'checking' | 'calibrating' | 'done' | 'cached' | 'validating' | 'validated' | 'failed';
 }
 
 export interface RerunParams {
@@ -241,12 +241,15 @@ export interface Requests {
   'workspace.get': { params: Record<string, never>; result: WorkspaceView };
   'workspace.openModel': { params: { path: string; format?: QuantFormat }; result: WorkspaceView };
   'workspace.openPipeline': { params: { path: string; format?: QuantFormat }; result: WorkspaceView };
+  /** Opens the tiny demo pipeline (written into the cache first if needed) and calibrates it: a job. */
+  'workspace.openDemo': { params: { format?: QuantFormat }; result: JobInfo };
   'profile.get': { params: { modelId: string }; result: ProfileView };
   'tensor.grid': { params: GridRequest; result: GridView };
   'tensor.block': { params: { modelId: string; tensor: string; row: number; block: number }; result: BlockDetail };
   'tensor.histogram': { params: { modelId: string; tensor: string; bins?: number }; result: HistogramView };
   'calibrate.model': { params: { modelId: string; force?: boolean }; result: JobInfo };
-  'calibrate.pipeline': { params: { force?: boolean }; result: JobInfo };
+  /** Calibrates every model that needs it; `validate` then runs semantic validation where it is missing. */
+  'calibrate.pipeline': { params: { force?: boolean; validate?: boolean }; result: JobInfo };
   'calibrate.tensor': { params: RerunParams; result: JobInfo };
   'rerun.keep': { params: { rerunId: string }; result: ProfileView };
   'rerun.discard': { params: { rerunId: string }; result: { discarded: boolean } };

@@ -1,7 +1,14 @@
-// The service's bridge to semantic validation and drift attribution (src/semantic). Until the
-// encoder and validation are built in, the correlation panel says so instead of showing numbers;
-// a correlation recorded in the profile (e.g. by `calibscope validate`) is shown either way.
+// The service's bridge to semantic validation and drift attribution (src/semantic): runs them as
+// jobs on the default query set and shapes their results for the correlation panel. The summary
+// a validation records in profile.json is shown after a restart too; the per-query values and the
+// attribution ranking are kept for the profile they were computed on, while the service runs.
 import type { ModelCalibrationProfile } from '../calibration/types.js';
+import { native } from '../native/index.js';
+import { loadProfile } from '../profiles/store.js';
+import { attributeDrift, type AttributionResult } from '../semantic/attribution.js';
+import { loadQueries } from '../semantic/queries.js';
+import { validateSemanticAlignment, type ProfileWithValidation, type ValidationResult } from '../semantic/validate.js';
+import { CalibscopeError } from '../util/errors.js';
 import type { ValidationView } from './protocol.js';
 import type { WorkspaceModel } from './workspace.js';
 
@@ -19,33 +26,98 @@ export interface SemanticSupport {
   run(m: WorkspaceModel, opts: SemanticRunOptions): Promise<void>;
 }
 
-const NOT_BUILT = 'semantic validation (FP16 vs quantized embeddings, drift attribution) is not built into this calibscope yet';
-
-function emptyView(m: WorkspaceModel, profile: ModelCalibrationProfile | null, reason: string): ValidationView {
-  const mean = profile?.semantic_correlation ?? null;
-  const threshold = m.config.correlation_threshold;
-  return {
-    available: false,
-    reason,
-    modelId: m.id,
-    threshold,
-    meanCorrelation: mean,
-    minCorrelation: null,
-    retrievalAgreement: null,
-    perQuery: [],
-    passed: mean === null ? null : mean >= threshold,
-    attribution: null,
-    suggestion: null,
-  };
+interface Kept {
+  /** The profile content the results belong to. */
+  key: string;
+  validation: ValidationResult | null;
+  attribution: AttributionResult | null;
 }
 
+function contentKey(p: ModelCalibrationProfile): string {
+  return `${p.timestamp}|${p.scales_sha256}`;
+}
+
+/** Whether the addon was built with the BERT encoder. */
+function encoderReason(): string | null {
+  try {
+    return typeof (native() as { Encoder?: unknown }).Encoder === 'function' ? null : 'the native addon was built without the BERT encoder';
+  } catch (err) {
+    return (err as Error).message.split('\n')[0];
+  }
+}
+
+export class SemanticBridge implements SemanticSupport {
+  readonly available: boolean;
+  readonly reason: string | null;
+  private readonly kept = new Map<string, Kept>();
+
+  constructor() {
+    this.reason = encoderReason();
+    this.available = this.reason === null;
+  }
+
+  view(m: WorkspaceModel, profile: ModelCalibrationProfile | null): ValidationView {
+    const threshold = m.config.correlation_threshold;
+    const summary = (profile as ProfileWithValidation | null)?.semantic_validation;
+    const kept = profile ? this.kept.get(m.profileDir) : undefined;
+    const fresh = kept && profile && kept.key === contentKey(profile) ? kept : null;
+    const v = fresh?.validation ?? null;
+    const a = fresh?.attribution ?? null;
+    const mean = v?.mean_correlation ?? summary?.mean_correlation ?? profile?.semantic_correlation ?? null;
+    let reason: string | null = this.reason;
+    if (this.available && !profile) reason = 'the model has no profile yet: calibrate it first';
+    else if (this.available && mean === null) reason = 'not validated yet: run Validate';
+    return {
+      available: this.available && profile !== null,
+      reason,
+      modelId: m.id,
+      threshold: v?.threshold ?? summary?.threshold ?? threshold,
+      meanCorrelation: mean,
+      minCorrelation: v?.min_correlation ?? summary?.min_correlation ?? null,
+      retrievalAgreement: v?.retrieval_agreement ?? summary?.retrieval_agreement ?? null,
+      perQuery: v ? v.per_query.map((q) => ({ query: q.query, correlation: q.correlation })) : [],
+      passed: mean === null ? null : mean >= (v?.threshold ?? summary?.threshold ?? threshold),
+      attribution: a ? a.ranking.filter((e) => e.used).map((e) => ({ tensor: e.tensor, correlation: e.mean_correlation })) : null,
+      suggestion: a
+        ? {
+            keepHigher: a.suggestion.keep.map((k) => ({ tensor: k.tensor, format: k.precision })),
+            bitsPerWeight: a.suggestion.bits_per_weight_quantized,
+            passes: a.suggestion.passes,
+          }
+        : null,
+    };
+  }
+
+  async run(m: WorkspaceModel, opts: SemanticRunOptions): Promise<void> {
+    if (!this.available) throw new CalibscopeError('E_BAD_ARGUMENT', `semantic validation is not available: ${this.reason}`);
+    const { queries } = await loadQueries();
+    const threshold = m.config.correlation_threshold;
+    const share = opts.attribution ? 0.3 : 1;
+    const validation = await validateSemanticAlignment(m.path, m.profileDir, queries, {
+      threshold,
+      cacheDir: opts.cacheDir,
+      signal: opts.signal,
+      throwOnDrift: false,
+      onProgress: (f, d) => opts.onProgress(share * f, d),
+    });
+    let attribution: AttributionResult | null = null;
+    if (opts.attribution) {
+      attribution = await attributeDrift(m.path, m.profileDir, queries, {
+        threshold,
+        cacheDir: opts.cacheDir,
+        signal: opts.signal,
+        onProgress: (f, d) => opts.onProgress(share + (1 - share) * f, d),
+      });
+    }
+    // Keyed by the profile as it is now (the validation may just have recorded its result in it).
+    const profile = await loadProfile(m.profileDir, { verifyScales: false });
+    this.kept.set(m.profileDir, { key: contentKey(profile), validation, attribution });
+  }
+}
+
+let bridge: SemanticBridge | null = null;
+
 export function semanticSupport(): SemanticSupport {
-  return {
-    available: false,
-    reason: NOT_BUILT,
-    view: (m, profile) => emptyView(m, profile, NOT_BUILT),
-    run: async () => {
-      throw Object.assign(new Error(NOT_BUILT), { code: 'E_BAD_ARGUMENT' });
-    },
-  };
+  bridge ??= new SemanticBridge();
+  return bridge;
 }

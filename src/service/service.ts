@@ -7,7 +7,6 @@ import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { openCache, calibrateCached } from '../profiles/cache.js';
 import { loadProfile, signOff } from '../profiles/store.js';
-import { runPipeline } from '../pipeline/run.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
 import { BlockArrayCache, blockDetail, downsampleGrid } from './block_data.js';
@@ -17,7 +16,6 @@ import type {
   AppInfo,
   FormatInfo,
   JobInfo,
-  JobPart,
   Method,
   Outcome,
   Params,
@@ -28,7 +26,9 @@ import type {
   ValidationView,
   WorkspaceView,
 } from './protocol.js';
+import { runPipelineJob } from './pipeline_job.js';
 import { keepRerun, rerunTensor, type PendingRerun } from './rerun.js';
+import { openDefaultWorkspace } from './default_workspace.js';
 import { semanticSupport } from './semantic.js';
 import { validateRequest } from './validate.js';
 import { Workspace, type DraftProfile, type WorkspaceModel } from './workspace.js';
@@ -59,6 +59,7 @@ export class WorkbenchService {
       'workspace.get': async () => this.workspace.view(),
       'workspace.openModel': async (p) => this.openModel(p.path, p.format),
       'workspace.openPipeline': async (p) => this.openPipeline(p.path, p.format),
+      'workspace.openDemo': async (p) => openDefaultWorkspace(this, p.format),
       'profile.get': async (p) => this.profileView(p.modelId),
       'tensor.grid': async (p) => {
         const { dir, profile } = await this.loadFor(p.modelId);
@@ -72,7 +73,7 @@ export class WorkbenchService {
       },
       'tensor.histogram': async (p) => this.histogram(p.modelId, p.tensor, p.bins ?? 64),
       'calibrate.model': async (p) => this.calibrateModel(p.modelId, p.force ?? false),
-      'calibrate.pipeline': async (p) => this.calibratePipeline(p.force ?? false),
+      'calibrate.pipeline': async (p) => this.calibratePipeline(p.force ?? false, p.validate ?? false),
       'calibrate.tensor': async (p) => this.startRerun(p),
       'rerun.keep': async (p) => this.keep(p.rerunId),
       'rerun.discard': async (p) => ({ discarded: this.pending.delete(p.rerunId) }),
@@ -252,53 +253,22 @@ export class WorkbenchService {
     });
   }
 
-  private calibratePipeline(force: boolean): JobInfo {
+  private calibratePipeline(force: boolean, validate: boolean): JobInfo {
     const ws = this.workspace;
     if (ws.models.length === 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'nothing is open: open a model folder or a pipeline first');
     const running = this.jobs.findRunning('calibrate-pipeline', null);
     if (running) return running;
+    const sem = semanticSupport();
     return this.jobs.start({
       kind: 'calibrate-pipeline',
-      label: `calibrate ${ws.name} (${ws.models.length} models)`,
-      run: async (ctx) => {
-        const parts: JobPart[] = ws.models.map((m) => ({ id: m.id, progress: 0, state: 'queued' }));
-        const weight = ws.models.map(() => 1);
-        const report = () => {
-          const total = weight.reduce((a, b) => a + b, 0);
-          const done = parts.reduce((a, p, i) => a + p.progress * weight[i], 0);
-          const finished = parts.filter((p) => p.state === 'done' || p.state === 'cached' || p.state === 'failed').length;
-          const active = parts.filter((p) => p.state === 'calibrating').map((p) => p.id);
-          ctx.progress(total > 0 ? done / total : 1, `${finished}/${parts.length} models${active.length ? ` · ${active.join(', ')}` : ''}`, parts);
-        };
-        const run = await runPipeline(ws.resolved, {
+      label: `calibrate ${ws.name} (${ws.models.length} models)${validate && sem.available ? ' and validate' : ''}`,
+      run: (ctx) =>
+        runPipelineJob(ws, ctx, {
           cacheDir: this.cacheDir,
           force,
-          signal: ctx.signal,
-          onEvent: (e) => {
-            const part = parts[e.index];
-            if (e.type === 'phase') part.state = e.phase;
-            else if (e.type === 'progress') {
-              weight[e.index] = Math.max(1, e.progress.elementsTotal);
-              part.progress = e.progress.elementsTotal > 0 ? e.progress.elementsDone / e.progress.elementsTotal : 1;
-            } else if (e.type === 'done') {
-              part.state = e.profile.cached ? 'cached' : 'done';
-              part.progress = 1;
-              this.modelChanged(ws.models[e.index]);
-            } else {
-              part.state = 'failed';
-              part.progress = 1;
-              this.modelChanged(ws.models[e.index]);
-            }
-            report();
-          },
-        });
-        if (run.failures.length > 0) {
-          const f = run.failures;
-          throw new CalibscopeError(f[0].error.code, `${f.length} of ${ws.models.length} models failed: ${f.map((x) => `${x.model_id}: ${x.error.message}`).join('; ')}`, {
-            failures: f.map((x) => ({ model: x.model_id, ...x.error.toJSON() })),
-          });
-        }
-      },
+          semantic: validate && sem.available ? sem : null,
+          onModelChanged: (m) => this.modelChanged(m),
+        }),
     });
   }
 
@@ -365,7 +335,7 @@ export class WorkbenchService {
   }
 
   /** Starts a calibration of every model of the open workspace that needs one (a job). */
-  calibrateAll(): JobInfo {
-    return this.calibratePipeline(false);
+  calibrateAll(validate = true): JobInfo {
+    return this.calibratePipeline(false, validate);
   }
 }

@@ -24,6 +24,7 @@ const SCHEMAS: { [M in Method]: Record<string, Field> } = {
   'workspace.get': {},
   'workspace.openModel': { path: PATH, format: FORMAT },
   'workspace.openPipeline': { path: PATH, format: FORMAT },
+  'workspace.openDemo': { format: FORMAT },
   'profile.get': { modelId: ID },
   'tensor.grid': {
     modelId: ID,
@@ -39,7 +40,7 @@ const SCHEMAS: { [M in Method]: Record<string, Field> } = {
   'tensor.block': { modelId: ID, tensor: ID, row: INDEX, block: INDEX },
   'tensor.histogram': { modelId: ID, tensor: ID, bins: { type: 'int', min: 4, max: 1024, optional: true } },
   'calibrate.model': { modelId: ID, force: { type: 'bool', optional: true } },
-  'calibrate.pipeline': { force: { type: 'bool', optional: true } },
+  'calibrate.pipeline': { force: { type: 'bool', optional: true }, validate: { type: 'bool', optional: true } },
   'calibrate.tensor': {
     modelId: ID,
     tensor: ID,

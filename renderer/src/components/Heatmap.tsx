@@ -12,6 +12,7 @@ import { plotColors, useResolvedTheme } from '../theme';
 import { cellAt, heatmapTrace, METRIC_LABELS, type CellInfo } from './heatmap_data';
 import { recordTiming } from '../timings';
 
+const PLOT_CONFIG = { showTips: false, displaylogo: false };
 const METRICS: GridMetric[] = ['scale', 'mse_before', 'mse_after', 'improvement', 'outliers'];
 
 function num(v: unknown): number | null {
@@ -39,6 +40,26 @@ export function Heatmap() {
     setCell(null);
   }, [model, tensor]);
 
+  // Hover latency: from the pointer move to the values on screen (logged by the e2e tests).
+  const lastMove = useRef(0);
+  useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const on = () => (lastMove.current = performance.now());
+    el.addEventListener('pointermove', on, { capture: true, passive: true });
+    return () => el.removeEventListener('pointermove', on, { capture: true });
+  }, []);
+  useEffect(() => {
+    const t = lastMove.current;
+    if (!cell || !t) return;
+    requestAnimationFrame(() => recordTiming('hover', { ms: performance.now() - t, exact: cell.exact }));
+  }, [cell]);
+  useEffect(() => {
+    const t = lastMove.current;
+    if (!hover || !t) return;
+    requestAnimationFrame(() => recordTiming('hover-exact', { ms: performance.now() - t }));
+  }, [hover]);
+
   useLayoutEffect(() => {
     const el = box.current;
     if (!el) return;
@@ -56,12 +77,12 @@ export function Heatmap() {
       paper_bgcolor: colors.bg,
       plot_bgcolor: colors.bg,
       font: { color: colors.fg, size: 11 },
-      xaxis: { title: { text: 'block' }, gridcolor: colors.grid, zeroline: false },
-      yaxis: { title: { text: 'row' }, autorange: 'reversed' as const, gridcolor: colors.grid, zeroline: false },
+      xaxis: { title: { text: 'block' }, gridcolor: colors.grid, zeroline: false, dtick: niceStep(grid ? grid.blockEnd - grid.blockStart : 8) },
+      yaxis: { title: { text: 'row' }, autorange: 'reversed' as const, gridcolor: colors.grid, zeroline: false, dtick: niceStep(grid ? grid.rowEnd - grid.rowStart : 8) },
       uirevision: `${model}|${tensor}`,
       dragmode: 'zoom' as const,
     }),
-    [colors.bg, colors.fg, colors.grid, model, tensor],
+    [colors.bg, colors.fg, colors.grid, model, tensor, grid?.blockStart, grid?.blockEnd, grid?.rowStart, grid?.rowEnd],
   );
 
   const onHover = (e: PlotMouseEvent) => {
@@ -136,10 +157,12 @@ export function Heatmap() {
       {needsDiag && <p className="muted">This profile was written without per-block diagnostics: only scales are stored.</p>}
       <div className="heatmap-box" ref={box}>
         {tensor ? (
-          <Plot data={data} layout={layout} testId="scale-heatmap" className="plot" onHover={onHover} onUnhover={() => setCell(null)} onRelayout={onRelayout} onDrawn={onDrawn} />
+          <Plot data={data} layout={layout} config={PLOT_CONFIG} testId="scale-heatmap" className="plot" onHover={onHover} onUnhover={() => setCell(null)} onRelayout={onRelayout} onDrawn={onDrawn} />
         ) : (
           <p className="muted center">Select a tensor to see its per-block heatmap.</p>
         )}
+      </div>
+      <div className="hover-line">
         {cell && (
           <div className="hover-box" data-testid="heatmap-hover">
             <div>
@@ -161,9 +184,18 @@ export function Heatmap() {
             )}
           </div>
         )}
+        {!cell && tensor && <div className="muted">Hover a cell for its values; drag to zoom in (down to exact blocks), double-click to zoom out.</div>}
       </div>
     </div>
   );
+}
+
+/** An integer tick step (1, 2, 5 × 10^k) giving about 8 ticks over `span` blocks or rows. */
+function niceStep(span: number): number {
+  const raw = Math.max(1, span / 8);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const m = raw / p;
+  return Math.max(1, (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p);
 }
 
 function windowOf(g: { rowStart: number; rowEnd: number; blockStart: number; blockEnd: number } | null) {

@@ -6,6 +6,8 @@ import { eng } from '../format';
 import { Plot } from '../Plot';
 import { plotColors, useResolvedTheme } from '../theme';
 
+const HIST_CONFIG = { displayModeBar: false, showTips: false };
+
 export function Histogram() {
   const h = useW((s) => s.histogram);
   const tensor = useW((s) => s.selectedTensor);
@@ -24,7 +26,7 @@ export function Histogram() {
       font: { color: colors.fg, size: 10 },
       bargap: 0,
       xaxis: { title: { text: '|x·s|' }, gridcolor: colors.grid },
-      yaxis: { type: 'log' as const, gridcolor: colors.grid },
+      yaxis: { type: 'log' as const, gridcolor: colors.grid, dtick: 1, exponentformat: 'power' as const },
       shapes: h ? [{ type: 'line' as const, x0: h.formatMax, x1: h.formatMax, yref: 'paper' as const, y0: 0, y1: 1, line: { color: colors.danger, dash: 'dash' as const, width: 1.5 } }] : [],
       annotations: h ? [{ x: h.formatMax, yref: 'paper' as const, y: 1, text: `max ${h.formatMax}`, showarrow: false, xanchor: 'right' as const, font: { color: colors.danger, size: 10 } }] : [],
     }),
@@ -36,7 +38,7 @@ export function Histogram() {
       <h3>|x·s| against the format maximum</h3>
       {h ? (
         <>
-          <Plot data={data} layout={layout} config={{ displayModeBar: false }} className="plot-small" testId="xs-histogram" />
+          <Plot data={data} layout={layout} config={HIST_CONFIG} className="plot-small" testId="xs-histogram" />
           <p className="muted">
             {h.clipped} of {eng(h.total)} weights above {h.formatMax} (clipped)
           </p>

@@ -26,17 +26,17 @@ export function ModelList() {
       <header className="panel-head">
         <h2 title={ws.source ?? ''}>{ws.name}</h2>
         {ws.models.length > 0 && (
-          <button onClick={() => void a.calibratePipeline(false)} disabled={running} title="calibrate every model whose profile is missing, stale or damaged">
+          <button onClick={() => void a.calibratePipeline(false)} disabled={running} title="calibrate every model whose profile is missing, stale or damaged, then validate the ones without a correlation">
             Calibrate all
           </button>
         )}
       </header>
       {ws.models.length === 0 && <p className="muted">Nothing is open. Open a model folder or a pipeline.</p>}
       <div className="model-head" aria-hidden>
-        <span>model</span>
+        <span />
         <span>state</span>
-        <span>MSE</span>
-        <span>corr</span>
+        <span className="num">MSE</span>
+        <span className="num">corr</span>
         <span />
       </div>
       <ul className="model-list" role="listbox" aria-label="models">
@@ -56,8 +56,8 @@ export function ModelList() {
             >
               <span className="name">{m.id}</span>
               <span className={`state state-${stateLabel(m)}`}>{stateLabel(m)}</span>
-              <span className="num" title={exact(m.overallMse)}>{eng(m.overallMse)}</span>
-              <span className="num" title={exact(m.meanCorrelation)}>{m.meanCorrelation === null ? '—' : m.meanCorrelation.toFixed(4)}</span>
+              <span className="num mse" title={exact(m.overallMse)}>{eng(m.overallMse)}</span>
+              <span className="num corr" title={exact(m.meanCorrelation)}>{m.meanCorrelation === null ? '—' : m.meanCorrelation.toFixed(4)}</span>
               <span className={`mark ${mark.cls}`} title={mark.title}>{mark.text}</span>
             </li>
           );

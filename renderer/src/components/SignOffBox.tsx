@@ -19,7 +19,7 @@ export function SignOffBox() {
       <section className="panel signoff" aria-label="sign-off">
         <h3>Sign-off</h3>
         <p data-testid="signoff-status" data-decision={review.decision} className={`signoff-status ${review.decision}`}>
-          {review.decision === 'approved' ? '✓ approved' : '✗ rejected'} by {review.reviewer} at {review.time}
+          {review.decision === 'approved' ? '✓ approved' : '✗ rejected'} by {review.reviewer} at <time dateTime={review.time} title={review.time}>{review.time.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}</time>
         </p>
         {review.note && <blockquote>{review.note}</blockquote>}
         <p className="muted hash" title={review.content_hash}>content {review.content_hash.slice(0, 23)}…</p>

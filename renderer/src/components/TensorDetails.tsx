@@ -69,6 +69,11 @@ export function TensorDetails() {
           </tbody>
         </table>
       )}
+      {t.block_sizes_dominated?.length > 0 && (
+        <p className="muted">
+          Not evaluated: block {t.block_sizes_dominated.join(', ')} (with this search and FP32 scales a larger block cannot have less error).
+        </p>
+      )}
     </section>
   );
 }

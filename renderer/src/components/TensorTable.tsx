@@ -19,6 +19,23 @@ const COLUMNS: { key: SortKey; label: string; title: string }[] = [
   { key: 'bits_per_weight', label: 'bits/w', title: 'storage per weight, scales included' },
 ];
 
+function CalibrateButton({ modelId, state }: { modelId: string; state: string }) {
+  const a = useActions();
+  const running = useW((s) => Object.values(s.jobs).some((j) => j.status === 'running' && (j.kind === 'calibrate-pipeline' || (j.kind === 'calibrate-model' && j.modelId === modelId))));
+  const fresh = state === 'missing' || state === 'stale' || state === 'corrupt';
+  return (
+    <button
+      data-testid="calibrate-model"
+      className={fresh ? 'primary' : ''}
+      disabled={running}
+      onClick={() => void a.calibrateModel(modelId, !fresh)}
+      title={fresh ? 'calibrate this model' : 'calibrate again from scratch (drops a draft and a sign-off)'}
+    >
+      {fresh ? 'Calibrate' : 'Recalibrate'}
+    </button>
+  );
+}
+
 export function TensorTable() {
   const profile = useW((s) => s.profile);
   const filter = useW((s) => s.filter);
@@ -64,10 +81,12 @@ export function TensorTable() {
           onChange={(e) => a.setFilter(e.target.value)}
           aria-label="filter tensors"
         />
-        <span className="muted">
+        <span className="muted grow">
           {profile ? `${rows.length} of ${profile.tensors.length} tensors` : ''}
           {profile?.summary.state === 'missing' ? ' · no profile yet' : ''}
+          {profile?.summary.state === 'stale' ? ' · stale: the checkpoint changed since calibration' : ''}
         </span>
+        {profile && <CalibrateButton modelId={profile.modelId} state={profile.summary.state} />}
       </header>
       <div className="trow thead" role="row">
         {COLUMNS.map((c) => (

@@ -41,6 +41,15 @@ function logTicks(lo: number, hi: number, base: 10 | 2): { tickvals: number[]; t
   return { tickvals, ticktext: tickvals.map((k) => (base === 2 ? `${eng(2 ** k)}×` : eng(10 ** k))) };
 }
 
+/** The q-quantile of |v| over the non-null values. */
+function quantileAbs(z: (number | null)[][], q: number): number {
+  const v: number[] = [];
+  for (const row of z) for (const x of row) if (x !== null) v.push(Math.abs(x));
+  if (v.length === 0) return 0;
+  v.sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.floor(q * v.length))];
+}
+
 export function heatmapTrace(g: GridView): Data {
   const f = transform(g.metric);
   const z: (number | null)[][] = [];
@@ -58,7 +67,8 @@ export function heatmapTrace(g: GridView): Data {
   const colorbar: Record<string, unknown> = { thickness: 12, len: 0.9, title: { text: METRIC_LABELS[g.metric], side: 'right' } };
   let zmid: number | undefined;
   if (g.metric === 'improvement') {
-    const m = Math.max(Math.abs(zmin ?? 0), Math.abs(zmax ?? 0), 0.05);
+    // Centred on 1× (no change); the extent follows the bulk of the shown cells, not a few extreme blocks.
+    const m = Math.max(quantileAbs(z, 0.99), 0.05);
     zmin = -m;
     zmax = m;
     zmid = 0;

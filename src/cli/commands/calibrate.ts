@@ -15,6 +15,7 @@ import { CONFIG_SPEC, configInput } from '../config_options.js';
 import { eng, table } from '../format.js';
 import { PipelineProgress } from '../pipeline_progress.js';
 import { ProgressBar } from '../progress.js';
+import { VALIDATE_HELP_LINES, VALIDATE_SPEC, validateAfterCalibrate } from './semantic.js';
 import type { CommandContext } from '../context.js';
 
 export const CALIBRATE_HELP = `calibscope calibrate <model> --format F [options]
@@ -40,6 +41,7 @@ calibscope calibrate --pipeline FILE [--format F] [options]
                           a model's own "format" etc. override the options here
   --jobs N                pipeline: models calibrated at the same time (default: by cores)
   --no-diagnostics        skip diagnostics.safetensors
+${VALIDATE_HELP_LINES}
   --json                  print one JSON object: {"cached", "profile_path", "profile"}
                           ({"profile_path", "profile"} with --out; {"profiles": [...]} for a pipeline)`;
 
@@ -53,6 +55,7 @@ const SPEC = {
   cache: 'string',
   json: 'boolean',
   'no-diagnostics': 'boolean',
+  ...VALIDATE_SPEC,
 } as const;
 
 function ratioText(r: number | null): string {
@@ -130,12 +133,17 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     if (r.droppedSignOff && !ctx.json) {
       ctx.err(`calibscope: note: the previous profile's sign-off (${r.droppedSignOff.decision} by ${r.droppedSignOff.reviewer}) does not carry over to the new one`);
     }
+    // --validate: semantic validation (./semantic.ts), recorded in the profile.
+    const checked = options.validate ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: r.profilePath }], options, ctx, cache) : null;
     if (ctx.json) {
-      ctx.out(JSON.stringify({ cached: r.cached, profile_path: r.profilePath, profile: r.profile }));
+      checked?.throwIfDrift();
+      const profile = checked?.profiles.get(r.profilePath) ?? r.profile;
+      ctx.out(JSON.stringify({ cached: r.cached, profile_path: r.profilePath, profile, ...(checked && { validation: checked.results[0] }) }));
       return 0;
     }
     printProfile(ctx, r.profile, r.cached ? `— cached (${r.before.state}: ${r.before.reason})` : `in ${seconds().toFixed(2)} s (was ${r.before.state})`);
     ctx.out(`profile: ${r.profilePath}`);
+    checked?.report();
     return 0;
   }
 
@@ -149,12 +157,16 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     await ckpt.close();
   }
   const { profile, profilePath } = result;
+  // --validate: semantic validation (./semantic.ts), recorded in the profile.
+  const checked = options.validate ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: profilePath! }], options, ctx) : null;
   if (ctx.json) {
-    ctx.out(JSON.stringify({ profile_path: profilePath, profile }));
+    checked?.throwIfDrift();
+    ctx.out(JSON.stringify({ profile_path: profilePath, profile: checked?.profiles.get(profilePath!) ?? profile, ...(checked && { validation: checked.results[0] }) }));
     return 0;
   }
   printProfile(ctx, profile, `in ${seconds().toFixed(2)} s`);
   ctx.out(`profile: ${profilePath}`);
+  checked?.report();
   return 0;
 }
 
@@ -198,8 +210,11 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
       },
     );
   }
+  // --validate: semantic validation of every model (./semantic.ts), recorded in each profile.
+  const checked = options.validate ? await validateAfterCalibrate(done, options, ctx, cache) : null;
   if (ctx.json) {
-    ctx.out(JSON.stringify({ profiles: done }));
+    checked?.throwIfDrift();
+    ctx.out(JSON.stringify({ profiles: done, ...(checked && { validations: checked.results }) }));
     return 0;
   }
   const rows = done.map((p) => [
@@ -215,5 +230,6 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   const fresh = done.filter((p) => !p.cached).length;
   ctx.out('');
   ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);
+  checked?.report();
   return 0;
 }

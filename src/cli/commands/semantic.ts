@@ -146,7 +146,8 @@ function printValidation(ctx: CommandContext, r: ValidationResult): void {
       `in ${r.seconds.toFixed(2)} s — ${r.passed ? 'passed' : 'FAILED'} (threshold ${r.threshold})`,
   );
   if (r.truncated_queries.length > 0) {
-    ctx.out(`${r.truncated_queries.length} queries truncated at ${r.max_length} tokens: ${r.truncated_queries.map((t) => `#${t.index}`).join(', ')}`);
+    const n = r.truncated_queries.length;
+    ctx.out(`${n} ${n === 1 ? 'query' : 'queries'} truncated at ${r.max_length} tokens: ${r.truncated_queries.map((t) => `#${t.index}`).join(', ')}`);
   }
   ctx.out(r.stored ? `recorded in ${path.join(r.profile_path ?? '', 'profile.json')}` : (r.store_note ?? 'not recorded'));
 }
@@ -259,23 +260,79 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
   return 0;
 }
 
+/** The options `calibrate --validate` adds, for its help text. */
+export const VALIDATE_HELP_LINES = `  --validate              then validate the profile semantically (FP16 vs quantized embeddings, see
+                          \`calibscope validate\`); records the result in it, exits 1 with
+                          E_SEMANTIC_DRIFT below the threshold
+  --queries FILE          --validate: the query set (default: assets/${path.basename(DEFAULT_QUERIES_FILE)})
+  --threshold T           --validate: least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})`;
+
+/** The outcome of `calibrate --validate`, for calibrate to print or put in its JSON. */
+export interface CalibrateValidation {
+  /** Profiles as recorded after validation (with semantic_correlation), by profile folder. */
+  profiles: Map<string, unknown>;
+  /** Each model's validation JSON (as `calibscope validate --json` prints it), in order. */
+  results: Record<string, unknown>[];
+  /** Prints the reports (human output). */
+  report(): void;
+  /** Throws E_SEMANTIC_DRIFT when a model is below the threshold. */
+  throwIfDrift(): void;
+}
+
 /**
- * `calibrate --validate`: validates the profile just calibrated. Returns the result and the profile
- * as recorded (with semantic_correlation); throws E_SEMANTIC_DRIFT below the threshold.
+ * `calibrate --validate`: validates the profiles just calibrated (one model, or each model of a
+ * pipeline, in order), recording each result in its profile.
  */
 export async function validateAfterCalibrate(
-  model: string,
-  profileDir: string,
+  models: { model_path: string; profile_path: string }[],
   options: ParsedArgs['options'],
   ctx: CommandContext,
   cacheDir?: string,
-): Promise<{ validation: Record<string, unknown>; profile: unknown }> {
+): Promise<CalibrateValidation> {
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
-  const r = await runValidation(model, profileDir, queries, threshold, options, ctx, cacheDir);
-  if (!ctx.json) {
-    ctx.out('');
-    printValidation(ctx, r);
+  const results: ValidationResult[] = [];
+  const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
+  try {
+    for (const [i, m] of models.entries()) {
+      results.push(
+        await validateSemanticAlignment(m.model_path, m.profile_path, queries, {
+          threshold,
+          threads: intOption(options.threads, 'threads', 1, 1024),
+          throwOnDrift: false,
+          cacheDir,
+          signal: ctx.signal,
+          onProgress: (f, d) => bar.update((i + f) / models.length, `validating ${i + 1}/${models.length}: ${d}`),
+        }),
+      );
+    }
+  } finally {
+    bar.done();
   }
-  return { validation: validationJson(r), profile: await loadProfile(profileDir, { verifyScales: false }) };
+  const profiles = new Map<string, unknown>();
+  for (const m of models) profiles.set(m.profile_path, await loadProfile(m.profile_path, { verifyScales: false }));
+  const failed = results.filter((r) => !r.passed);
+  const throwIfDrift = () => {
+    if (failed.length === 0) return;
+    if (results.length === 1) throw driftError(failed[0]);
+    const first = driftError(failed[0]);
+    throw new CalibscopeError(
+      'E_SEMANTIC_DRIFT',
+      `${failed.length} of ${results.length} models drift below the threshold ${threshold}: ` +
+        failed.map((r) => `${r.model_id} (${r.format}) ${fixed(r.mean_correlation)}`).join(', '),
+      { ...first.details, failed: failed.map((r) => driftError(r).details) },
+    );
+  };
+  return {
+    profiles,
+    results: results.map(validationJson),
+    report: () => {
+      for (const r of results) {
+        ctx.out('');
+        printValidation(ctx, r);
+      }
+      throwIfDrift();
+    },
+    throwIfDrift,
+  };
 }

@@ -1,0 +1,4 @@
+// Entry point of the service process (see process_host.ts).
+import { runServiceHost } from './process_host.js';
+
+void runServiceHost();

@@ -1,0 +1,132 @@
+// Browser mode's HTTP + WebSocket server: the token (401 without it, the cookie after the first
+// tokened request), loopback by default, port 0, the Origin check on the WebSocket, static files
+// without path escapes, and the protocol over the socket.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import WebSocket from 'ws';
+import { COOKIE_NAME } from '../src/server/auth.js';
+import { startServer, type RunningServer } from '../src/server/server.js';
+import type { ServerMessage } from '../src/service/protocol.js';
+import { WorkbenchService } from '../src/service/service.js';
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-server-'));
+const ui = path.join(scratch, 'ui');
+fs.mkdirSync(path.join(ui, 'assets'), { recursive: true });
+fs.writeFileSync(path.join(ui, 'index.html'), '<!doctype html><title>calibscope</title>');
+fs.writeFileSync(path.join(ui, 'assets', 'app.js'), 'console.log(1)');
+fs.writeFileSync(path.join(scratch, 'secret.txt'), 'secret');
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function get(url: string, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+function openSocket(url: string, headers: Record<string, string>): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+describe('calibscope serve: HTTP and WebSocket', () => {
+  let server: RunningServer;
+  let service: WorkbenchService;
+  before(async () => {
+    service = new WorkbenchService({ cacheDir: path.join(scratch, 'cache'), mode: 'browser' });
+    server = await startServer({ service, port: 0, rendererDir: ui });
+  });
+  after(async () => {
+    await server.close();
+    await service.shutdown();
+    fs.rmSync(scratch, { recursive: true, force: true });
+  });
+
+  test('listens on loopback on a free port and prints a tokened URL', () => {
+    assert.equal(server.host, '127.0.0.1');
+    assert.ok(server.port > 0);
+    assert.equal(server.openUrl, `http://127.0.0.1:${server.port}/?token=${server.token}`);
+    assert.ok(server.token.length >= 32);
+  });
+
+  test('every request without the token gets 401', async () => {
+    for (const p of ['/', '/index.html', '/assets/app.js', '/nothing', `/?token=${server.token.slice(1)}x`]) {
+      const r = await get(`${server.url.slice(0, -1)}${p}`);
+      assert.equal(r.status, 401, p);
+      assert.doesNotMatch(r.body, /calibscope<\/title>/);
+    }
+    const r = await get(server.url, { cookie: `${COOKIE_NAME}=wrong` });
+    assert.equal(r.status, 401);
+    await assert.rejects(openSocket(`ws://127.0.0.1:${server.port}/ws`, {}), /401/);
+  });
+
+  test('the tokened request sets an HttpOnly cookie that then suffices', async () => {
+    const first = await get(server.openUrl);
+    assert.equal(first.status, 200);
+    assert.match(first.body, /<title>calibscope<\/title>/);
+    const cookie = String(first.headers['set-cookie']);
+    assert.match(cookie, new RegExp(`^${COOKIE_NAME}=[^;]+; Path=/; HttpOnly; SameSite=Strict`));
+    assert.match(String(first.headers['content-security-policy']), /script-src 'self'/);
+    const pair = cookie.split(';')[0];
+    const asset = await get(`${server.url}assets/app.js`, { cookie: pair });
+    assert.equal(asset.status, 200);
+    assert.match(String(asset.headers['content-type']), /javascript/);
+    assert.equal(asset.headers['set-cookie'], undefined);
+  });
+
+  test('paths cannot leave the renderer folder', async () => {
+    const cookie = `${COOKIE_NAME}=${server.token}`;
+    for (const p of ['/../secret.txt', '/%2e%2e/secret.txt', '/assets/..%2f..%2fsecret.txt', '/%00.js']) {
+      const r = await get(`${server.url.slice(0, -1)}${p}`, { cookie });
+      assert.notEqual(r.body, 'secret', p);
+      assert.ok(r.status === 404 || r.status === 200, `${p}: ${r.status}`);
+    }
+  });
+
+  test('the WebSocket carries the protocol and refuses foreign origins', async () => {
+    const cookie = `${COOKIE_NAME}=${server.token}`;
+    await assert.rejects(openSocket(`ws://127.0.0.1:${server.port}/ws`, { cookie, origin: 'http://evil.example' }), /403/);
+    const ws = await openSocket(`ws://127.0.0.1:${server.port}/ws`, { cookie, origin: `http://127.0.0.1:${server.port}` });
+    const replies = new Map<number, ServerMessage>();
+    const waiters = new Map<number, () => void>();
+    ws.on('message', (d) => {
+      const m = JSON.parse(String(d)) as ServerMessage;
+      if (m.type === 'response') {
+        replies.set(m.id, m);
+        waiters.get(m.id)?.();
+      }
+    });
+    const ask = (id: number, method: string, params: unknown) =>
+      new Promise<ServerMessage>((resolve) => {
+        waiters.set(id, () => resolve(replies.get(id)!));
+        ws.send(JSON.stringify({ type: 'request', id, method, params }));
+      });
+    const info = await ask(1, 'app.info', {});
+    assert.ok(info.type === 'response' && info.ok);
+    assert.equal((info as { result: { mode: string } }).result.mode, 'browser');
+    const bad = await ask(2, 'profile.get', { modelId: 'x', junk: true });
+    assert.ok(bad.type === 'response' && !bad.ok && bad.error.code === 'E_BAD_ARGUMENT');
+    // A token in the query works for the socket too.
+    const ws2 = await openSocket(`ws://127.0.0.1:${server.port}/ws?token=${server.token}`, {});
+    ws2.close();
+    ws.close();
+  });
+});

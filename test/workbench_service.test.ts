@@ -1,0 +1,275 @@
+// The workbench service for real: the bert-tiny fixture calibrated into a private cache, then
+// every request the UI makes — profile, per-block grid (checked against the profile folder's
+// files read independently), exact blocks, the |x·s| histogram, re-run with keep/discard,
+// sign-off, jobs with progress and cancellation, and errors as protocol errors.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SafetensorsFile } from '../src/checkpoints/safetensors.js';
+import type { GridView, JobInfo, ServiceEvent } from '../src/service/protocol.js';
+import { WorkbenchService } from '../src/service/service.js';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const MODEL = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-service-'));
+after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+async function f32(file: string, name: string): Promise<Float32Array> {
+  const f = await SafetensorsFile.open(file);
+  try {
+    const t = f.tensor(name);
+    assert.ok(t, `${name} in ${file}`);
+    return new Float32Array(new Uint8Array(await f.readTensor(t)).buffer);
+  } finally {
+    await f.close();
+  }
+}
+
+async function run(service: WorkbenchService, job: JobInfo): Promise<JobInfo> {
+  const done = await service.waitForJob(job.id);
+  assert.ok(done);
+  return done;
+}
+
+describe('workbench service on bert-tiny-a (fp4)', () => {
+  let service: WorkbenchService;
+  let modelId: string;
+  let profileDir: string;
+  const events: ServiceEvent[] = [];
+
+  before(async () => {
+    service = new WorkbenchService({ cacheDir: path.join(scratch, 'cache'), mode: 'browser' });
+    service.onEvent((e) => events.push(e));
+    const ws = await service.call('workspace.openModel', { path: MODEL });
+    assert.equal(ws.kind, 'model');
+    assert.equal(ws.models.length, 1);
+    assert.equal(ws.models[0].state, 'missing');
+    modelId = ws.models[0].id;
+    const job = await service.call('calibrate.model', { modelId });
+    assert.equal(job.status, 'running');
+    const done = await run(service, job);
+    assert.equal(done.status, 'done', JSON.stringify(done.error));
+    const v = await service.call('workspace.get', {});
+    assert.equal(v.models[0].state, 'valid');
+    profileDir = v.models[0].profilePath!;
+  });
+  after(() => service.shutdown());
+
+  test('a calibration job reports progress and its end as events', () => {
+    const progress = events.filter((e) => e.type === 'job.progress');
+    const finished = events.filter((e) => e.type === 'job.finished');
+    assert.ok(progress.length > 0);
+    assert.ok(finished.some((e) => e.type === 'job.finished' && e.job.kind === 'calibrate-model' && e.job.status === 'done' && e.job.progress === 1));
+    assert.ok(events.some((e) => e.type === 'profile.changed' && e.modelId === modelId));
+  });
+
+  test('the profile view carries exactly the numbers of profile.json', async () => {
+    const json = JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
+    const v = await service.call('profile.get', { modelId });
+    assert.equal(v.summary.overallMse, json.overall_mse);
+    assert.equal(v.tensors.length, Object.keys(json.tensor_calibrations).length);
+    assert.ok(v.hasDiagnostics);
+    for (const t of v.tensors) {
+      const r = json.tensor_calibrations[t.tensor_name];
+      assert.equal(t.mse_before, r.mse_before);
+      assert.equal(t.mse_after, r.mse_after);
+      assert.equal(t.outlier_count, r.outlier_count);
+      assert.equal(t.block_size, r.block_size);
+      assert.equal(t.rows * Math.ceil(t.shape[t.shape.length - 1] / t.block_size), t.rows * t.blocks);
+    }
+  });
+
+  test('the grid is exact at full resolution and a min/max/mean downsample otherwise', async () => {
+    const name = 'embeddings.word_embeddings.weight';
+    const v = await service.call('profile.get', { modelId });
+    const t = v.tensors.find((x) => x.tensor_name === name)!;
+    const before = await f32(path.join(profileDir, 'diagnostics.safetensors'), `${name}:mse_before`);
+    const scales = await f32(path.join(profileDir, 'scales.safetensors'), name);
+    const full = await service.call('tensor.grid', { modelId, tensor: name, metric: 'scale', maxRows: 4096, maxCols: 4096 });
+    assert.equal(full.exact, true);
+    assert.equal(full.nRows, t.rows);
+    assert.equal(full.nCols, t.blocks);
+    for (let i = 0; i < scales.length; i += 97) assert.equal(full.mean[i], Number(scales[i].toPrecision(9)));
+    assert.equal(full.fullMax, Number(Math.max(...scales).toPrecision(9)));
+
+    const g: GridView = await service.call('tensor.grid', { modelId, tensor: name, metric: 'mse_before', maxRows: 100, maxCols: 1 });
+    assert.equal(g.exact, false);
+    assert.equal(g.cellRows, Math.ceil(t.rows / 100));
+    assert.equal(g.cellBlocks, t.blocks);
+    assert.equal(g.nRows, Math.ceil(t.rows / g.cellRows));
+    // Cell 3 by hand from the diagnostics file.
+    const rows = [3 * g.cellRows, Math.min(t.rows, 4 * g.cellRows)];
+    const vals: number[] = [];
+    for (let r = rows[0]; r < rows[1]; r++) for (let b = 0; b < t.blocks; b++) vals.push(before[r * t.blocks + b]);
+    const mean = vals.reduce((x, y) => x + y, 0) / vals.length;
+    assert.ok(Math.abs(g.mean[3]! - mean) <= 1e-7 * mean);
+    assert.equal(g.min[3], Number(Math.min(...vals).toPrecision(9)));
+    assert.equal(g.max[3], Number(Math.max(...vals).toPrecision(9)));
+
+    // A zoomed window is exact again.
+    const z = await service.call('tensor.grid', { modelId, tensor: name, metric: 'scale', rowStart: 100, rowEnd: 140, blockStart: 1, blockEnd: 2, maxRows: 400, maxCols: 400 });
+    assert.deepEqual([z.rowStart, z.rowEnd, z.blockStart, z.blockEnd, z.nRows, z.nCols, z.exact], [100, 140, 1, 2, 40, 1, true]);
+    assert.equal(z.mean[5], Number(scales[105 * t.blocks + 1].toPrecision(9)));
+  });
+
+  test('one block carries every stored metric exactly', async () => {
+    const name = 'encoder.layer.0.output.dense.weight';
+    const d = await service.call('tensor.block', { modelId, tensor: name, row: 7, block: 3 });
+    const v = await service.call('profile.get', { modelId });
+    const t = v.tensors.find((x) => x.tensor_name === name)!;
+    const i = 7 * t.blocks + 3;
+    assert.equal(d.scale, (await f32(path.join(profileDir, 'scales.safetensors'), name))[i]);
+    assert.equal(d.mseAfter, (await f32(path.join(profileDir, 'diagnostics.safetensors'), `${name}:mse_after`))[i]);
+    assert.equal(d.colStart, 3 * t.block_size);
+    assert.equal(d.colEnd, Math.min(t.shape[1], 4 * t.block_size));
+    const out = await service.request('tensor.block', { modelId, tensor: name, row: t.rows, block: 0 });
+    assert.equal(out.ok, false);
+    assert.equal(!out.ok && out.error.code, 'E_BAD_ARGUMENT');
+  });
+
+  test('the |x·s| histogram counts exactly the profile\'s outliers above the format maximum', async () => {
+    const v = await service.call('profile.get', { modelId });
+    for (const t of v.tensors.slice(0, 6)) {
+      const h = await service.call('tensor.histogram', { modelId, tensor: t.tensor_name, bins: 32 });
+      assert.equal(h.formatMax, 6);
+      assert.equal(h.total, t.numel);
+      assert.equal(h.clipped, t.outlier_count, t.tensor_name);
+      assert.equal(h.counts.reduce((a, b) => a + b, 0), t.numel);
+      assert.equal(h.edges.length, 33);
+    }
+  });
+
+  test('a re-run with another block size, discarded, changes nothing; kept, makes a new draft', async () => {
+    const name = 'encoder.layer.1.attention.self.query.weight';
+    const before = await service.call('profile.get', { modelId });
+    const t = before.tensors.find((x) => x.tensor_name === name)!;
+    const other = t.block_size === 128 ? 64 : 128;
+    const job = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name, blockSizes: [other] }));
+    assert.equal(job.status, 'done', JSON.stringify(job.error));
+    assert.ok(job.rerun);
+    assert.equal(job.rerun.before.block_size, t.block_size);
+    assert.equal(job.rerun.after.block_size, other);
+    assert.deepEqual((await service.call('rerun.discard', { rerunId: job.rerun.rerunId })).discarded, true);
+    assert.equal((await service.call('profile.get', { modelId })).timestamp, before.timestamp);
+    await assert.rejects(service.call('rerun.keep', { rerunId: job.rerun.rerunId }), { code: 'E_NOT_FOUND' });
+
+    const again = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name, blockSizes: [other] }));
+    const kept = await service.call('rerun.keep', { rerunId: again.rerun!.rerunId });
+    const nt = kept.tensors.find((x) => x.tensor_name === name)!;
+    assert.equal(nt.block_size, other);
+    assert.equal(nt.mse_after, again.rerun!.after.mse_after);
+    assert.equal(kept.summary.draft, true);
+    assert.equal(kept.summary.state, 'valid');
+    // overall MSE is the element-weighted mean over tensors again
+    const n = kept.tensors.reduce((a, x) => a + x.numel, 0);
+    const want = kept.tensors.reduce((a, x) => a + x.mse_after * x.numel, 0) / n;
+    assert.ok(Math.abs(kept.summary.overallMse! - want) <= 1e-12 * want);
+    // the per-block files hold the new block size's arrays; other tensors are untouched
+    const g = await service.call('tensor.grid', { modelId, tensor: name, metric: 'scale', maxRows: 4096, maxCols: 4096 });
+    assert.equal(g.totalBlocks, Math.ceil(t.shape[1] / other));
+    const scalesAfter = await f32(path.join(profileDir, 'scales.safetensors'), 'pooler.dense.weight');
+    const grid = await service.call('tensor.grid', { modelId, tensor: 'pooler.dense.weight', metric: 'scale', maxRows: 4096, maxCols: 4096 });
+    assert.equal(grid.mean[0], Number(scalesAfter[0].toPrecision(9)));
+  });
+
+  test('sign-off is stored with time and content hash, then the profile is read-only', async () => {
+    const v = await service.call('signoff.submit', { modelId, reviewer: 'Ada', decision: 'approved', note: 'checked heatmaps' });
+    assert.equal(v.summary.state, 'signed-off');
+    const json = JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
+    assert.equal(json.review.reviewer, 'Ada');
+    assert.equal(json.review.decision, 'approved');
+    assert.match(json.review.content_hash, /^sha256:[0-9a-f]{64}$/);
+    assert.ok(Date.now() - Date.parse(json.review.time) < 60_000);
+    const second = await service.request('signoff.submit', { modelId, reviewer: 'Bob', decision: 'rejected', note: '' });
+    assert.equal(second.ok, false);
+    assert.equal(!second.ok && second.error.code, 'E_BAD_PROFILE');
+    // A kept re-run on a signed-off profile starts a new draft and remembers the old review.
+    const name = 'pooler.dense.weight';
+    const job = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name, search: 'naive' }));
+    const kept = await service.call('rerun.keep', { rerunId: job.rerun!.rerunId });
+    assert.equal(kept.summary.state, 'valid');
+    assert.equal(kept.summary.review, null);
+    const json2 = JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
+    assert.equal(json2.draft.previous_review.reviewer, 'Ada');
+    assert.ok(json2.draft.changed_tensors.includes(name));
+  });
+
+  test('cancelling a calibration leaves the previous profile as it was', async () => {
+    const before = fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8');
+    // Cancelled from its first progress event, i.e. in the middle of the work.
+    let cancelled: Promise<{ cancelled: boolean }> | null = null;
+    const off = service.onEvent((e) => {
+      if (e.type === 'job.progress' && e.job.kind === 'calibrate-model' && e.job.detail.includes('/') && !cancelled) {
+        cancelled = service.call('job.cancel', { jobId: e.job.id });
+      }
+    });
+    const job = await service.call('calibrate.model', { modelId, force: true });
+    const done = await run(service, job);
+    off();
+    assert.deepEqual(await cancelled, { cancelled: true });
+    assert.equal(done.status, 'cancelled');
+    assert.equal(done.error?.code, 'E_CANCELLED');
+    assert.equal(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'), before);
+    assert.deepEqual(fs.readdirSync(path.dirname(profileDir)).filter((n) => n.startsWith('.')), []);
+  });
+
+  test('bad requests come back as protocol errors naming what is wrong', async () => {
+    const cases: [string, unknown, string][] = [
+      ['profile.get', { modelId: 'nope' }, 'E_NOT_FOUND'],
+      ['tensor.grid', { modelId, tensor: 'no.such.weight', metric: 'scale', maxRows: 10, maxCols: 10 }, 'E_NOT_FOUND'],
+      ['tensor.grid', { modelId, tensor: 'x', metric: 'colour', maxRows: 10, maxCols: 10 }, 'E_BAD_ARGUMENT'],
+      ['workspace.openModel', { path: path.join(scratch, 'missing-model') }, 'E_NOT_FOUND'],
+      ['calibrate.tensor', { modelId, tensor: 'pooler.dense.weight', blockSizes: [16] }, 'E_BAD_BLOCK_SIZE'],
+      ['no.such.method', {}, 'E_BAD_ARGUMENT'],
+    ];
+    for (const [method, params, code] of cases) {
+      const out = await service.request(method, params);
+      if (out.ok) {
+        // calibrate.tensor starts a job: its failure arrives with the job
+        const job = await run(service, out.result as JobInfo);
+        assert.equal(job.status, 'failed', method);
+        assert.equal(job.error?.code, code, `${method}: ${job.error?.message}`);
+        continue;
+      }
+      assert.equal(out.error.code, code, `${method}: ${out.error.message}`);
+      assert.ok(out.error.message.length > 10);
+    }
+  });
+});
+
+describe('workbench service: a pipeline with a broken model', () => {
+  test('calibrates the good model, reports the broken one by name, per-model progress throughout', async () => {
+    const dir = path.join(scratch, 'pipeline');
+    fs.mkdirSync(path.join(dir, 'broken'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'broken', 'model.safetensors'), Buffer.from('this is not a safetensors file at all'));
+    fs.writeFileSync(
+      path.join(dir, 'pipeline.json'),
+      JSON.stringify({ models: [{ id: 'good', path: MODEL, format: 'nvfp4' }, { id: 'broken', path: 'broken' }] }),
+    );
+    const service = new WorkbenchService({ cacheDir: path.join(scratch, 'pipeline-cache'), mode: 'browser' });
+    const parts: string[][] = [];
+    service.onEvent((e) => {
+      if (e.type === 'job.progress' && e.job.parts) parts.push(e.job.parts.map((p) => p.state));
+    });
+    try {
+      const ws = await service.call('workspace.openPipeline', { path: path.join(dir, 'pipeline.json') });
+      assert.deepEqual(ws.models.map((m) => [m.id, m.format, m.state]), [['good', 'nvfp4', 'missing'], ['broken', 'fp4', 'missing']]);
+      const job = await run(service, await service.call('calibrate.pipeline', {}));
+      assert.equal(job.status, 'failed');
+      assert.equal(job.error?.code, 'E_BAD_CHECKPOINT');
+      assert.match(job.error!.message, /1 of 2 models failed: broken: .*model\.safetensors/);
+      assert.deepEqual(job.parts?.map((p) => p.state), ['done', 'failed']);
+      assert.ok(parts.length > 0);
+      const after = await service.call('workspace.get', {});
+      assert.equal(after.models[0].state, 'valid');
+      assert.equal(after.models[0].tensorCount, 16);
+      // A second run skips the valid profile.
+      const again = await run(service, await service.call('calibrate.pipeline', {}));
+      assert.deepEqual(again.parts?.map((p) => p.state), ['cached', 'failed']);
+    } finally {
+      await service.shutdown();
+    }
+  });
+});
