@@ -137,7 +137,7 @@ app.whenReady().then(() => {
   ipcMain.handle(REQUEST_CHANNEL, async (event, method: unknown, params: unknown) => {
     const trusted = isTrustedSender({
       frameUrl: event.senderFrame?.url,
-      isMainFrame: event.senderFrame !== null && event.senderFrame === event.sender.mainFrame,
+      isMainFrame: event.senderFrame !== null && event.senderFrame.parent === null,
       webContentsId: event.sender.id,
       windowWebContentsId: win ? win.webContents.id : null,
     });
