@@ -3,12 +3,12 @@
 import { asCalibscopeError, type CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CALIBRATE_HELP, calibrateCommand } from './commands/calibrate.js';
-import { demoCommand } from './commands/demo.js';
+import { DEMO_HELP, demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { quickstartCommand } from './commands/quickstart.js';
-import { attributeCommand, embedCommand, validateCommand } from './commands/semantic.js';
-import { serveCommand } from './commands/serve.js';
-import { statusCommand } from './commands/status.js';
+import { ATTRIBUTE_HELP, EMBED_HELP, VALIDATE_HELP, attributeCommand, embedCommand, validateCommand } from './commands/semantic.js';
+import { SERVE_HELP, serveCommand } from './commands/serve.js';
+import { STATUS_HELP, statusCommand } from './commands/status.js';
 import type { CommandContext } from './context.js';
 
 const HELP = `calibscope ${CALIBSCOPE_VERSION}: MSE-optimal block scales for FP8/FP4 weight quantization
@@ -30,6 +30,17 @@ usage:
 ${CALIBRATE_HELP}`;
 
 type Command = (argv: string[], ctx: CommandContext) => Promise<number>;
+
+/** `calibscope <command> --help` prints the command's own help where it has one. */
+const COMMAND_HELP: Record<string, string> = {
+  calibrate: CALIBRATE_HELP,
+  demo: DEMO_HELP,
+  status: STATUS_HELP,
+  embed: EMBED_HELP,
+  validate: VALIDATE_HELP,
+  attribute: ATTRIBUTE_HELP,
+  serve: SERVE_HELP,
+};
 const COMMANDS: Record<string, Command> = {
   calibrate: calibrateCommand,
   demo: demoCommand,
@@ -78,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
       return 2;
     }
     if (rest.includes('--help') || rest.includes('-h')) {
-      ctx.out(HELP);
+      ctx.out(COMMAND_HELP[name] ?? HELP);
       return 0;
     }
     return await cmd(rest, ctx);
