@@ -1,15 +1,12 @@
 #include "quantize.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "parallel.h"
 #include "quantize_kernels.h"
 
 namespace calib {
@@ -59,42 +56,6 @@ const DecodeTables& decode_tables() {
   return t;
 }
 
-int thread_count(int requested, int64_t units) {
-  int hw = int(std::thread::hardware_concurrency());
-  if (hw <= 0) hw = 1;
-  int t = requested > 0 ? requested : hw;
-  t = int(std::min<int64_t>(t, std::max<int64_t>(1, units)));
-  return std::max(1, std::min(t, 256));
-}
-
-// Runs fn(unit) for units [0, n) on `threads` threads; the first exception wins and stops the rest.
-template <class Fn>
-void parallel_units(int64_t n, int threads, Fn fn) {
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto worker = [&]() {
-    try {
-      for (;;) {
-        if (failed.load(std::memory_order_relaxed)) return;
-        const int64_t u = next.fetch_add(1);
-        if (u >= n) return;
-        fn(u);
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu);
-      if (!error) error = std::current_exception();
-      failed.store(true);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
-}
-
 // Spans: groups of whole rows when rows are short, otherwise pieces of one row whose length is a
 // multiple of the block size and even (so that two spans never share an E2M1 byte).
 struct SpanPlan {
@@ -118,7 +79,7 @@ SpanPlan plan_spans(int64_t rows, int64_t cols, int bs) {
 
 template <class Fn>
 void for_each_span(const SpanPlan& plan, int64_t rows, int64_t cols, int threads, Fn fn) {
-  parallel_units(plan.count, thread_count(threads, plan.count), [&](int64_t u) {
+  parallel_for(plan.count, thread_count(threads, plan.count), [&](int64_t u) {
     if (plan.spans_per_row == 1) {
       const int64_t r1 = std::min(rows, (u + 1) * plan.rows_per_span);
       for (int64_t r = u * plan.rows_per_span; r < r1; ++r) fn(r, int64_t(0), cols);
@@ -302,7 +263,7 @@ QuantError quantized_error(const TensorView& v, const PackedView& q, const Quant
   const int64_t chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
   std::vector<QuantError> parts(static_cast<size_t>(chunks));
   const bool avx2 = cpu_has_avx2();
-  parallel_units(chunks, thread_count(p.threads, chunks), [&](int64_t c) {
+  parallel_for(chunks, thread_count(p.threads, chunks), [&](int64_t c) {
     const int64_t b0 = c * kChunkBlocks, b1 = std::min(blocks, b0 + kChunkBlocks);
     parts[size_t(c)] = avx2 ? isa_avx2::error_range(j, b0, b1) : isa_baseline::error_range(j, b0, b1);
   });

@@ -1,12 +1,9 @@
 #include "tensor_calibrate.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
-#include <mutex>
-#include <thread>
 
+#include "parallel.h"
 #include "tensor_kernels.h"
 
 namespace calib {
@@ -36,45 +33,17 @@ RangeSums run(const KernelJob& job, int64_t b0, int64_t b1) {
   return cpu_has_avx2() ? isa_avx2::calibrate_range(job, b0, b1) : isa_baseline::calibrate_range(job, b0, b1);
 }
 
-int thread_count(int requested, int64_t chunks) {
-  int hw = int(std::thread::hardware_concurrency());
-  if (hw <= 0) hw = 1;
-  int t = requested > 0 ? requested : hw;
-  t = std::min<int64_t>(t, std::max<int64_t>(1, chunks));
-  return std::max(1, std::min(t, 256));
-}
-
 bool cancelled(const CalibParams& p) {
   return p.control != nullptr && __atomic_load_n(&p.control[0], __ATOMIC_RELAXED) != 0;
 }
 
-// Runs fn(chunk) for chunks [0, n) on `threads` threads; the first exception wins and stops the rest.
+// parallel_for over chunks, checking for cancellation before each one.
 template <class Fn>
 void parallel_chunks(int64_t n, int threads, const CalibParams& p, Fn fn) {
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto worker = [&]() {
-    try {
-      for (;;) {
-        if (failed.load(std::memory_order_relaxed)) return;
-        if (cancelled(p)) throw CalibError("E_CANCELLED", "calibration cancelled");
-        const int64_t c = next.fetch_add(1);
-        if (c >= n) return;
-        fn(c);
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu);
-      if (!error) error = std::current_exception();
-      failed.store(true);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+  parallel_for(n, threads, [&](int64_t c) {
+    if (cancelled(p)) throw CalibError("E_CANCELLED", "calibration cancelled");
+    fn(c);
+  });
 }
 
 }  // namespace

@@ -1,14 +1,11 @@
 #include "trained_like.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <string>
-#include <thread>
 
+#include "parallel.h"
 #include "tensor_calibrate.h"  // CalibError
 
 // The row kernel is written once, over a scalar type and over GCC/Clang vectors of 8 lanes, and
@@ -310,13 +307,6 @@ float seed_row(uint64_t seed, int64_t row, float std_, float spread, RowState& s
   return row_exp(spread * n) * std_;
 }
 
-int pick_threads(int requested, int64_t work_units) {
-  int hw = int(std::thread::hardware_concurrency());
-  if (hw <= 0) hw = 1;
-  int t = requested > 0 ? requested : hw;
-  t = int(std::min<int64_t>(t, std::max<int64_t>(1, work_units)));
-  return std::max(1, std::min(t, 256));
-}
 
 }  // namespace
 
@@ -372,42 +362,21 @@ void generate_trained_like(const TrainedLikeParams& p, void* out) {
 #if TL_X86
   const bool avx2 = p.simd && have_avx2();
 #endif
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto worker = [&]() {
-    try {
-      for (;;) {
-        if (failed.load(std::memory_order_relaxed)) return;
-        const int64_t u = next.fetch_add(1);
-        if (u >= units) return;
-        const int64_t r0 = u * rows_per_unit, r1 = std::min(p.row_count, r0 + rows_per_unit);
-        for (int64_t r = r0; r < r1; ++r) {
-          RowState st;
-          const float rs = seed_row(p.seed, p.row_begin + r, p.std, p.row_spread, st);
-          void* row_out = static_cast<uint8_t*>(out) + size_t(r) * size_t(p.cols) * esize;
+  parallel_for(units, thread_count(p.threads, units), [&](int64_t u) {
+    const int64_t r0 = u * rows_per_unit, r1 = std::min(p.row_count, r0 + rows_per_unit);
+    for (int64_t r = r0; r < r1; ++r) {
+      RowState st;
+      const float rs = seed_row(p.seed, p.row_begin + r, p.std, p.row_spread, st);
+      void* row_out = static_cast<uint8_t*>(out) + size_t(r) * size_t(p.cols) * esize;
 #if TL_X86
-          if (avx2) {
-            row_avx2(st, gain.data(), p.cols, rs, p.offset, p.f16, row_out);
-            continue;
-          }
-#endif
-          row_baseline(st, gain.data(), p.cols, rs, p.offset, p.f16, row_out);
-        }
+      if (avx2) {
+        row_avx2(st, gain.data(), p.cols, rs, p.offset, p.f16, row_out);
+        continue;
       }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu);
-      if (!error) error = std::current_exception();
-      failed.store(true);
+#endif
+      row_baseline(st, gain.data(), p.cols, rs, p.offset, p.f16, row_out);
     }
-  };
-  const int threads = pick_threads(p.threads, units);
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+  });
 }
 
 }  // namespace calib
