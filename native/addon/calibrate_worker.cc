@@ -4,82 +4,38 @@
 
 #include "../core/tensor_calibrate.h"
 #include "js_convert.h"
+#include "promise_worker.h"
 
 using calib_js::coded_error;
 
 namespace {
 
-class CalibrateWorker : public Napi::AsyncWorker {
- public:
-  CalibrateWorker(Napi::Env env, Napi::Object buffer, Napi::Object control, Napi::Object weights,
-                  calib::TensorView view, calib::CalibParams params)
-      : Napi::AsyncWorker(env, "calibscope.calibrate"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        view_(view),
-        params_(params) {
-    // Keep the weight bytes and the control words alive while the worker threads read them.
-    buffer_ref_ = Napi::Persistent(buffer);
-    if (!control.IsEmpty()) control_ref_ = Napi::Persistent(control);
-    if (!weights.IsEmpty()) weights_ref_ = Napi::Persistent(weights);
+// The result object of calibrate(): per-block arrays and the tensor's sums.
+Napi::Value calibration_result(Napi::Env env, const calib::CalibOutput& out, const calib::CalibParams& params) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("rows", Napi::Number::New(env, double(out.rows)));
+  r.Set("blocksPerRow", Napi::Number::New(env, double(out.blocks_per_row)));
+  r.Set("scales", calib_js::to_typed<Napi::Float32Array>(env, out.scales));
+  if (!out.codes.empty()) r.Set("codes", calib_js::to_typed<Napi::Uint8Array>(env, out.codes));
+  if (params.diagnostics) {
+    r.Set("blockMseBefore", calib_js::to_typed<Napi::Float32Array>(env, out.block_mse_before));
+    r.Set("blockMseAfter", calib_js::to_typed<Napi::Float32Array>(env, out.block_mse_after));
+    r.Set("blockOutliers", calib_js::to_typed<Napi::Uint16Array>(env, out.block_outliers));
   }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      out_ = calib::calibrate_tensor(view_, params_);
-    } catch (const calib::CalibError& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "E_OUT_OF_MEMORY";
-      SetError("out of memory while calibrating the tensor");
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
+  r.Set("sumErrBefore", Napi::Number::New(env, out.sum_err_before));
+  r.Set("sumErrAfter", Napi::Number::New(env, out.sum_err_after));
+  if (params.col_weights) {
+    r.Set("sumObjBefore", Napi::Number::New(env, out.sum_obj_before));
+    r.Set("sumObjAfter", Napi::Number::New(env, out.sum_obj_after));
   }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("rows", Napi::Number::New(env, double(out_.rows)));
-    r.Set("blocksPerRow", Napi::Number::New(env, double(out_.blocks_per_row)));
-    r.Set("scales", calib_js::to_typed<Napi::Float32Array>(env, out_.scales));
-    if (!out_.codes.empty()) r.Set("codes", calib_js::to_typed<Napi::Uint8Array>(env, out_.codes));
-    if (params_.diagnostics) {
-      r.Set("blockMseBefore", calib_js::to_typed<Napi::Float32Array>(env, out_.block_mse_before));
-      r.Set("blockMseAfter", calib_js::to_typed<Napi::Float32Array>(env, out_.block_mse_after));
-      r.Set("blockOutliers", calib_js::to_typed<Napi::Uint16Array>(env, out_.block_outliers));
-    }
-    r.Set("sumErrBefore", Napi::Number::New(env, out_.sum_err_before));
-    r.Set("sumErrAfter", Napi::Number::New(env, out_.sum_err_after));
-    if (params_.col_weights) {
-      r.Set("sumObjBefore", Napi::Number::New(env, out_.sum_obj_before));
-      r.Set("sumObjAfter", Napi::Number::New(env, out_.sum_obj_after));
-    }
-    r.Set("outliers", Napi::Number::New(env, double(out_.outliers)));
-    r.Set("counted", Napi::Number::New(env, double(out_.counted)));
-    r.Set("nonfinite", Napi::Number::New(env, double(out_.nonfinite)));
-    r.Set("firstNonfinite", Napi::Number::New(env, double(out_.first_nonfinite)));
-    r.Set("absmax", Napi::Number::New(env, out_.absmax));
-    r.Set("globalDecode", Napi::Number::New(env, out_.global_decode));
-    deferred_.Resolve(r);
-  }
-
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(coded_error(Env(), code_.empty() ? "E_INTERNAL" : code_, e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference buffer_ref_, control_ref_, weights_ref_;
-  calib::TensorView view_;
-  calib::CalibParams params_;
-  calib::CalibOutput out_;
-  std::string code_;
-};
+  r.Set("outliers", Napi::Number::New(env, double(out.outliers)));
+  r.Set("counted", Napi::Number::New(env, double(out.counted)));
+  r.Set("nonfinite", Napi::Number::New(env, double(out.nonfinite)));
+  r.Set("firstNonfinite", Napi::Number::New(env, double(out.first_nonfinite)));
+  r.Set("absmax", Napi::Number::New(env, out.absmax));
+  r.Set("globalDecode", Napi::Number::New(env, out.global_decode));
+  return r;
+}
 
 bool parse_dtype(const std::string& s, calib::DType* d) {
   if (s == "F32") *d = calib::DType::F32;
@@ -159,8 +115,14 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     weights = cw;
   }
 
-  auto* w = new CalibrateWorker(env, ta, control, weights, view, p);
-  Napi::Promise promise = w->Promise();
-  w->Queue();
-  return promise;
+  // The weight bytes, the control words and the column weights are read by the worker threads:
+  // keep them alive until it finishes.
+  std::vector<Napi::Object> keep{ta};
+  if (!control.IsEmpty()) keep.push_back(control);
+  if (!weights.IsEmpty()) keep.push_back(weights);
+  auto out = std::make_shared<calib::CalibOutput>();
+  return calib_js::PromiseWorker::Start(new calib_js::PromiseWorker(
+      env, "calibscope.calibrate", "calibrating the tensor", std::move(keep),
+      [out, view, p]() { *out = calib::calibrate_tensor(view, p); },
+      [out, p](Napi::Env env) { return calibration_result(env, *out, p); }));
 }

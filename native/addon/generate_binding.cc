@@ -6,6 +6,7 @@
 #include "../core/tensor_calibrate.h"
 #include "../core/trained_like.h"
 #include "js_convert.h"
+#include "promise_worker.h"
 
 using calib_js::coded_error;
 
@@ -13,54 +14,6 @@ namespace {
 
 // One call returns at most this many bytes; larger tensors are generated in row slices.
 constexpr uint64_t kMaxBytes = uint64_t(1) << 31;
-
-class GenerateWorker : public Napi::AsyncWorker {
- public:
-  GenerateWorker(Napi::Env env, Napi::ArrayBuffer buffer, calib::TrainedLikeParams params)
-      : Napi::AsyncWorker(env, "calibscope.generateTrainedLike"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        data_(buffer.Data()),
-        bytes_(buffer.ByteLength()),
-        params_(params) {
-    // A fresh V8-owned buffer, filled on the worker threads; JS sees it only once it is complete.
-    buffer_ref_ = Napi::Persistent(buffer);
-  }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      calib::generate_trained_like(params_, data_);
-    } catch (const calib::CalibError& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "E_OUT_OF_MEMORY";
-      SetError("out of memory while generating weights");
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    deferred_.Resolve(Napi::Uint8Array::New(env, bytes_, buffer_ref_.Value(), 0));
-  }
-
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(coded_error(Env(), code_.empty() ? "E_INTERNAL" : code_, e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
-  void* data_;
-  size_t bytes_;
-  calib::TrainedLikeParams params_;
-  std::string code_;
-};
 
 // Reads an optional number option; `integer` also requires a whole number in [0, 2^53).
 bool get_number(Napi::Env env, const Napi::Object& o, const char* key, bool integer, double* out) {
@@ -120,8 +73,11 @@ Napi::Value GenerateTrainedLike(const Napi::CallbackInfo& info) {
                                                  " bytes in one call is too many (at most 2 GiB): generate rows in slices with rowStart/rowCount");
 
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, size_t(bytes));
-  auto* w = new GenerateWorker(env, buffer, p);
-  Napi::Promise promise = w->Promise();
-  w->Queue();
-  return promise;
+  // A fresh V8-owned buffer, filled on the worker threads; JS sees it only once it is complete.
+  void* data = buffer.Data();
+  auto ref = std::make_shared<Napi::Reference<Napi::ArrayBuffer>>(Napi::Persistent(buffer));
+  return calib_js::PromiseWorker::Start(new calib_js::PromiseWorker(
+      env, "calibscope.generateTrainedLike", "generating weights", {},
+      [p, data]() { calib::generate_trained_like(p, data); },
+      [ref, bytes](Napi::Env env) -> Napi::Value { return Napi::Uint8Array::New(env, size_t(bytes), ref->Value(), 0); }));
 }

@@ -10,6 +10,7 @@
 
 #include "../core/quantize.h"
 #include "js_convert.h"
+#include "promise_worker.h"
 
 using calib_js::coded_error;
 
@@ -153,59 +154,13 @@ calib::PackedView packed_view(Napi::Env env, const Napi::Value& v, const Request
   return q;
 }
 
-// Runs `work` on a worker thread; `done` builds the result on the JS thread. `keep` holds the JS
-// objects the work reads or writes, so that they outlive it.
-class QuantWorker : public Napi::AsyncWorker {
- public:
-  QuantWorker(Napi::Env env, std::vector<Napi::Object> keep, std::function<void()> work,
-              std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env, "calibscope.quantize"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)),
-        done_(std::move(done)) {
-    for (Napi::Object& o : keep) keep_.push_back(Napi::Persistent(o));
-  }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const calib::CalibError& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "E_OUT_OF_MEMORY";
-      SetError("out of memory while quantizing the tensor");
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    try {
-      deferred_.Resolve(done_(Env()));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(coded_error(Env(), code_.empty() ? "E_INTERNAL" : code_, e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::vector<Napi::ObjectReference> keep_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> done_;
-  std::string code_;
-};
-
-Napi::Value Queue(QuantWorker* w) {
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+calib_js::PromiseWorker* make_worker(Napi::Env env, std::vector<Napi::Object> keep, std::function<void()> work,
+                                     std::function<Napi::Value(Napi::Env)> done) {
+  return new calib_js::PromiseWorker(env, "calibscope.quantize", "quantizing the tensor", std::move(keep), std::move(work),
+                                     std::move(done));
 }
+
+Napi::Value Queue(calib_js::PromiseWorker* w) { return calib_js::PromiseWorker::Start(w); }
 
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -219,7 +174,7 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   void* out = nullptr;
   Napi::Uint8Array elements = aligned_array<Napi::Uint8Array>(env, nbytes, 1, &out);
   auto stats = std::make_shared<calib::QuantStats>();
-  auto* w = new QuantWorker(
+  auto* w = make_worker(
       env, {info[0].As<Napi::Object>()},
       [req, view, out, nbytes, stats]() {
         *stats = calib::quantize_tensor(view, req->params, req->scales(), static_cast<uint8_t*>(out), nbytes);
@@ -256,7 +211,7 @@ Napi::Value FakeQuantize(const Napi::CallbackInfo& info) {
   void* out = nullptr;
   Napi::Float32Array xhat = aligned_array<Napi::Float32Array>(env, count, 4, &out);
   auto ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(xhat));
-  auto* w = new QuantWorker(
+  auto* w = make_worker(
       env, {info[0].As<Napi::Object>()},
       [req, view, out, count]() {
         calib::fake_quantize_tensor(view, req->params, req->scales(), static_cast<float*>(out), count);
@@ -275,7 +230,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   void* out = nullptr;
   Napi::Float32Array xhat = aligned_array<Napi::Float32Array>(env, count, 4, &out);
   auto ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(xhat));
-  auto* w = new QuantWorker(
+  auto* w = make_worker(
       env, {info[0].As<Napi::Object>()},
       [req, q, out, count]() { calib::dequantize_tensor(q, req->params, req->scales(), static_cast<float*>(out), count); },
       [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
@@ -290,7 +245,7 @@ Napi::Value QuantizedError(const Napi::CallbackInfo& info) {
   const calib::TensorView view = weights_view(env, info[0], *req);
   const calib::PackedView q = packed_view(env, info[1], *req);
   auto err = std::make_shared<calib::QuantError>();
-  auto* w = new QuantWorker(
+  auto* w = make_worker(
       env, {info[0].As<Napi::Object>(), info[1].As<Napi::Object>()},
       [req, view, q, err]() { *err = calib::quantized_error(view, q, req->params, req->scales()); },
       [err](Napi::Env env) -> Napi::Value {
