@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsStreamWriter } from '../checkpoints/safetensors_writer.js';
 import { native, type NativeTrainedLikeOptions } from '../native/index.js';
-import { fsyncDir, writeFileAtomic } from '../util/atomic.js';
+import { fsyncDir, pidAlive, writeFileAtomic } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { bertConfigJson, bertTensors, countParameters, demoModels, type DemoModelSpec, type DemoSize, type TensorShape } from './models.js';
@@ -243,15 +243,6 @@ function sideName(id: string, kind: 'tmp' | 'old'): string {
   return `.${id}.${kind}-${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
 }
 
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
 
 /** Removes model folders half-written (or set aside) by demo runs that died. */
 async function removeStaleSideFolders(outDir: string): Promise<void> {

@@ -5,6 +5,7 @@
 // tokenizer_config.json.
 import fs from 'node:fs';
 import path from 'node:path';
+import { bertWords, isBertPunctuation, isChineseChar } from '../semantic/tokenizer.js';
 import { CalibscopeError } from '../util/errors.js';
 
 export const SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
@@ -85,45 +86,6 @@ const SUFFIXES = [
   'en', 'or', 'ors', 'ant', 'ent', 'ence', 'ance', 'ship', 'hood', 'ward', 'wise', 'like',
 ];
 
-// BertPreTokenizer's punctuation: the ASCII symbol ranges, plus anything Unicode calls punctuation.
-const PUNCT_RE = /\p{P}/u;
-function isPunct(ch: string): boolean {
-  const cp = ch.codePointAt(0)!;
-  return (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126) || PUNCT_RE.test(ch);
-}
-const CONTROL_RE = /[\p{Cc}\p{Cf}\p{Co}]/u;
-const WHITESPACE_RE = /\p{White_Space}/u;
-
-function isHan(cp: number): boolean {
-  return (
-    (cp >= 0x4e00 && cp <= 0x9fff) ||
-    (cp >= 0x3400 && cp <= 0x4dbf) ||
-    (cp >= 0x20000 && cp <= 0x2a6df) ||
-    (cp >= 0x2a700 && cp <= 0x2b73f) ||
-    (cp >= 0x2b740 && cp <= 0x2b81f) ||
-    (cp >= 0x2b920 && cp <= 0x2ceaf) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0x2f800 && cp <= 0x2fa1f)
-  );
-}
-
-/**
- * The words a lower-casing BERT tokenizer sees in `text`: control characters dropped, Han
- * characters and punctuation isolated, accents stripped, lower-cased, split on whitespace.
- */
-export function bertWords(text: string): string[] {
-  let s = '';
-  for (const ch of text) {
-    const cp = ch.codePointAt(0)!;
-    if (cp === 0 || cp === 0xfffd || (CONTROL_RE.test(ch) && ch !== '\t' && ch !== '\n' && ch !== '\r')) continue;
-    if (ch === '\t' || ch === '\n' || ch === '\r' || WHITESPACE_RE.test(ch)) s += ' ';
-    else if (isHan(cp) || isPunct(ch)) s += ` ${ch} `;
-    else s += ch;
-  }
-  s = s.normalize('NFD').replace(/\p{Mn}/gu, '').toLowerCase();
-  return s.split(' ').filter((w) => w.length > 0);
-}
-
 export interface Vocabulary {
   /** Tokens by id. */
   tokens: string[];
@@ -166,7 +128,7 @@ export function buildVocabulary(size: number, queryText: string = readQuerySet()
   const charList = [...chars].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
   charList.forEach(add);
   // Punctuation is always split off, so it never continues a word.
-  charList.filter((c) => !isPunct(c) && !isHan(c.codePointAt(0)!)).forEach((c) => add(`##${c}`));
+  charList.filter((c) => !isBertPunctuation(c) && !isChineseChar(c.codePointAt(0)!)).forEach((c) => add(`##${c}`));
   SUFFIXES.forEach((s) => add(`##${s}`));
 
   for (const w of bertWords(COMMON_WORDS)) add(w);

@@ -11,7 +11,8 @@ import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { HASH_CACHE_DIR, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
-import { acquireLock, lockPathFor, pidAlive, removeDeadLock, type LockOwner } from './lock.js';
+import { pidAlive } from '../util/atomic.js';
+import { acquireLock, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
 import { profileDir } from './paths.js';
 import { profileStatus, type ProfileState, type ProfileStatus } from './store.js';
 

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { tempPathFor, unlinkQuiet } from '../util/atomic.js';
+import { pidAlive, tempPathFor, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 
 export interface LockOwner {
@@ -32,16 +32,6 @@ export function lockPathFor(dir: string): string {
   return path.join(path.dirname(abs), `.${path.basename(abs)}.lock`);
 }
 
-export function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function parseOwner(text: string): LockOwner | null {
   try {

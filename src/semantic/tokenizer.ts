@@ -85,7 +85,7 @@ function isControl(ch: string): boolean {
   return CONTROL_RE.test(ch);
 }
 
-function isBertPunctuation(ch: string): boolean {
+export function isBertPunctuation(ch: string): boolean {
   const cp = ch.codePointAt(0)!;
   if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126)) {
     return true;
@@ -95,7 +95,7 @@ function isBertPunctuation(ch: string): boolean {
 
 // The Rust table starts Extension E at 0x2B920 (the Python one at 0x2B820); the Rust one is what
 // transformers 5 runs.
-function isChineseChar(cp: number): boolean {
+export function isChineseChar(cp: number): boolean {
   return (
     (cp >= 0x4e00 && cp <= 0x9fff) ||
     (cp >= 0x3400 && cp <= 0x4dbf) ||
@@ -156,6 +156,14 @@ function bertPreTokenize(text: string): string[] {
   }
   if (cur) words.push(cur);
   return words;
+}
+
+const UNCASED: BertNormalizerOptions = { cleanText: true, handleChineseChars: true, stripAccents: true, lowercase: true };
+
+/** The words an uncased BERT tokenizer splits `text` into before WordPiece (normalized, then
+ *  split on whitespace with punctuation isolated). */
+export function bertWords(text: string, options: BertNormalizerOptions = UNCASED): string[] {
+  return bertPreTokenize(normalizeBert(text, options));
 }
 
 // ---------------------------------------------------------------------------------------------
