@@ -2,6 +2,7 @@
 // tokened request), loopback by default, port 0, the Origin check on the WebSocket, static files
 // without path escapes, and the protocol over the socket.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -129,4 +130,24 @@ describe('calibscope serve: HTTP and WebSocket', () => {
     ws2.close();
     ws.close();
   });
+});
+
+describe('calibscope serve: bad arguments', () => {
+  const ROOT = path.resolve(__dirname, '..', '..');
+  const cases: [string[], RegExp][] = [
+    [['--port', 'http'], /--port must be an integer in 0\.\.65535/],
+    [['--port', '70000'], /--port must be an integer/],
+    [['--pipeline', 'a.json', '--model', 'm'], /give --pipeline or --model, not both/],
+    [['--format', 'fp3'], /unknown format "fp3"/],
+    [['--colour', 'x'], /unknown option --colour/],
+    [['--pipeline', path.join(os.tmpdir(), 'calibscope-no-such', 'pipeline.json')], /no such pipeline manifest/],
+  ];
+  for (const [args, re] of cases) {
+    test(`serve ${args.join(' ')} fails with a clear message`, () => {
+      const r = spawnSync(process.execPath, ['bin/calibscope.js', 'serve', '--no-open', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, re);
+      assert.equal(r.stdout, '', 'no URL printed');
+    });
+  }
 });

@@ -141,6 +141,29 @@ describe('workbench service on bert-tiny-a (fp4)', () => {
     }
   });
 
+  test('semantic validation and drift attribution run as a job and fill the correlation view', async (t) => {
+    const info = await service.call('app.info', {});
+    if (!info.semanticAvailable) return t.skip(`semantic validation unavailable: ${info.semanticReason}`);
+    const job = await run(service, await service.call('validation.run', { modelId, attribution: true }));
+    assert.equal(job.status, 'done', JSON.stringify(job.error));
+    assert.equal(job.kind, 'attribute');
+    const v = await service.call('validation.get', { modelId });
+    const json = JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
+    assert.equal(v.available, true);
+    assert.equal(v.meanCorrelation, json.semantic_correlation);
+    assert.ok(v.perQuery.length >= 200, `${v.perQuery.length} queries`);
+    const mean = v.perQuery.reduce((a, q) => a + q.correlation, 0) / v.perQuery.length;
+    assert.ok(Math.abs(mean - v.meanCorrelation!) < 1e-9);
+    assert.equal(v.minCorrelation, Math.min(...v.perQuery.map((q) => q.correlation)));
+    assert.ok(v.retrievalAgreement! > 0 && v.retrievalAgreement! <= 1);
+    assert.ok(v.attribution && v.attribution.length > 0);
+    for (let i = 1; i < v.attribution.length; i++) assert.ok(v.attribution[i - 1].correlation <= v.attribution[i].correlation, 'worst first');
+    assert.ok(v.suggestion);
+    const summary = (await service.call('workspace.get', {})).models[0];
+    assert.equal(summary.meanCorrelation, json.semantic_correlation);
+    assert.equal(summary.passed, json.semantic_correlation >= 0.99);
+  });
+
   test('a re-run with another block size, discarded, changes nothing; kept, makes a new draft', async () => {
     const name = 'encoder.layer.1.attention.self.query.weight';
     const before = await service.call('profile.get', { modelId });
@@ -162,6 +185,8 @@ describe('workbench service on bert-tiny-a (fp4)', () => {
     assert.equal(nt.mse_after, again.rerun!.after.mse_after);
     assert.equal(kept.summary.draft, true);
     assert.equal(kept.summary.state, 'valid');
+    assert.equal(kept.summary.meanCorrelation, null, 'a validation of the old scales is dropped');
+    assert.equal(JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8')).semantic_validation, undefined);
     // overall MSE is the element-weighted mean over tensors again
     const n = kept.tensors.reduce((a, x) => a + x.numel, 0);
     const want = kept.tensors.reduce((a, x) => a + x.mse_after * x.numel, 0) / n;
@@ -193,6 +218,12 @@ describe('workbench service on bert-tiny-a (fp4)', () => {
     assert.equal(kept.summary.review, null);
     const json2 = JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
     assert.equal(json2.draft.previous_review.reviewer, 'Ada');
+    // The validation of the old scales does not carry over to the draft.
+    assert.equal(json2.semantic_correlation, null);
+    assert.equal(json2.semantic_validation, undefined);
+    const val = await service.call('validation.get', { modelId });
+    assert.equal(val.meanCorrelation, null);
+    assert.deepEqual(val.perQuery, []);
     assert.ok(json2.draft.changed_tensors.includes(name));
   });
 
@@ -268,6 +299,7 @@ describe('workbench service: a pipeline with a broken model', () => {
       // A second run skips the valid profile.
       const again = await run(service, await service.call('calibrate.pipeline', {}));
       assert.deepEqual(again.parts?.map((p) => p.state), ['cached', 'failed']);
+      assert.equal(again.detail, '0 calibrated, 1 up to date, 1 failed');
     } finally {
       await service.shutdown();
     }

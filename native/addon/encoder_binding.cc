@@ -185,6 +185,7 @@ class ForwardWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::Object r = Napi::Object::New(env);
     r.Set("tokens", Napi::Number::New(env, double(out_.tokens)));
+    r.Set("sequences", Napi::Number::New(env, double(out_.sequences)));
     r.Set("hidden", calib_js::to_typed<Napi::Float32Array>(env, out_.hidden));
     if (params_.capture) {
       Napi::Array layers = Napi::Array::New(env, out_.layer_inputs.size());
@@ -193,6 +194,41 @@ class ForwardWorker : public Napi::AsyncWorker {
         std::vector<float>().swap(out_.layer_inputs[i]);
       }
       r.Set("layerInputs", layers);
+    }
+    if (params_.stats) {
+      Napi::Array layers = Napi::Array::New(env, out_.stats.size());
+      for (size_t i = 0; i < out_.stats.size(); ++i) {
+        const enc::LayerStats& L = out_.stats[i];
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("input", calib_js::to_typed<Napi::Float64Array>(env, L.input));
+        o.Set("context", calib_js::to_typed<Napi::Float64Array>(env, L.context));
+        o.Set("attentionOutput", calib_js::to_typed<Napi::Float64Array>(env, L.attn_output));
+        o.Set("intermediate", calib_js::to_typed<Napi::Float64Array>(env, L.intermediate));
+        o.Set("entropy", calib_js::to_typed<Napi::Float64Array>(env, L.entropy));
+        layers.Set(uint32_t(i), o);
+      }
+      Napi::Object st = Napi::Object::New(env);
+      st.Set("layers", layers);
+      st.Set("pooler", calib_js::to_typed<Napi::Float64Array>(env, out_.pooler));
+      r.Set("stats", st);
+    }
+    if (params_.act_quant) {
+      Napi::Array act = Napi::Array::New(env, out_.act.size());
+      for (size_t i = 0; i < out_.act.size(); ++i) {
+        const enc::ActQuantStats& a = out_.act[i];
+        Napi::Object o = Napi::Object::New(env);
+        const bool scaled = a.blocks > a.zero_blocks;
+        o.Set("scaleMin", scaled ? Napi::Value(Napi::Number::New(env, a.scale_min)) : env.Null());
+        o.Set("scaleMax", scaled ? Napi::Value(Napi::Number::New(env, a.scale_max)) : env.Null());
+        o.Set("globalMin", a.globals ? Napi::Value(Napi::Number::New(env, a.global_min)) : env.Null());
+        o.Set("globalMax", a.globals ? Napi::Value(Napi::Number::New(env, a.global_max)) : env.Null());
+        o.Set("blocks", Napi::Number::New(env, double(a.blocks)));
+        o.Set("zeroBlocks", Napi::Number::New(env, double(a.zero_blocks)));
+        o.Set("clipped", Napi::Number::New(env, double(a.clipped)));
+        o.Set("elements", Napi::Number::New(env, double(a.elements)));
+        act.Set(uint32_t(i), o);
+      }
+      r.Set("actQuant", act);
     }
     deferred_.Resolve(r);
   }
@@ -240,6 +276,22 @@ Napi::Value EncoderWrap::ForwardImpl(const Napi::CallbackInfo& info) {
   p.start_layer = int(get_int(env, o, "startLayer", 0, layers, false, 0));
   p.end_layer = int(get_int(env, o, "endLayer", 0, layers, false, layers));
   p.capture = calib_js::get_bool(o, "capture", false);
+  p.stats = calib_js::get_bool(o, "stats", false);
+  Napi::Value aqv = o.Get("actQuant");
+  if (!aqv.IsUndefined() && !aqv.IsNull()) {
+    const char* aq_usage = "actQuant must be {scheme: string, blockSizes: Int32Array(layers × 6)}";
+    if (!aqv.IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", aq_usage);
+    Napi::Object aq = aqv.As<Napi::Object>();
+    Napi::Value sv = aq.Get("scheme"), bv = aq.Get("blockSizes");
+    if (!sv.IsString() || !bv.IsTypedArray() || bv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw coded_error(env, "E_BAD_ARGUMENT", aq_usage);
+    const std::string scheme = sv.As<Napi::String>();
+    if (!calib::parse_scheme(scheme, &p.act_scheme))
+      throw coded_error(env, "E_BAD_FORMAT", "actQuant: unknown scheme '" + scheme + "'");
+    Napi::Int32Array bs = bv.As<Napi::Int32Array>();
+    p.act_block.assign(bs.Data(), bs.Data() + bs.ElementLength());
+    p.act_quant = true;
+  }
   Napi::Value hin = o.Get("hiddenIn");
   if (!hin.IsUndefined()) {
     if (!hin.IsTypedArray() || hin.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)

@@ -42,14 +42,64 @@ bool cancelled(const int32_t* control) {
 }  // namespace
 
 struct BertEncoder::Scratch {
-  std::vector<float> x, q, k, v, ctx, tmp, inter, scores;
-  void size(int64_t tokens, int64_t hidden, int64_t intermediate, int64_t max_len) {
+  std::vector<float> x, q, k, v, ctx, tmp, inter, scores, aq;
+  void size(int64_t tokens, int64_t hidden, int64_t intermediate, int64_t max_len, bool act_quant) {
     const size_t th = size_t(tokens * hidden);
     for (auto* a : {&x, &q, &k, &v, &ctx, &tmp}) a->resize(th);
     inter.resize(size_t(tokens * intermediate));
     scores.resize(size_t(std::max<int64_t>(max_len, 1)));
+    if (act_quant) aq.resize(size_t(tokens * std::max(hidden, intermediate)));
   }
 };
+
+// One chunk's statistics, merged into the pass's totals in chunk order.
+struct BertEncoder::ChunkStats {
+  std::vector<LayerStats> layers;
+  std::vector<double> pooler;
+  std::vector<ActQuantStats> act;
+  ChunkStats(const BertConfig& c, bool stats, bool act_quant) {
+    if (stats) {
+      layers.resize(size_t(c.layers));
+      for (LayerStats& L : layers) {
+        L.input.assign(size_t(c.hidden), 0.0);
+        L.context.assign(size_t(c.hidden), 0.0);
+        L.attn_output.assign(size_t(c.hidden), 0.0);
+        L.intermediate.assign(size_t(c.intermediate), 0.0);
+        L.entropy.assign(size_t(c.heads), 0.0);
+      }
+      pooler.assign(size_t(c.hidden), 0.0);
+    }
+    if (act_quant) act.resize(size_t(c.layers * kLinears));
+  }
+  // Adds o into this, element by element (o is the later chunk).
+  void merge(const ChunkStats& o) {
+    auto add = [](std::vector<double>& a, const std::vector<double>& b) {
+      for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+    };
+    for (size_t l = 0; l < layers.size(); ++l) {
+      add(layers[l].input, o.layers[l].input);
+      add(layers[l].context, o.layers[l].context);
+      add(layers[l].attn_output, o.layers[l].attn_output);
+      add(layers[l].intermediate, o.layers[l].intermediate);
+      add(layers[l].entropy, o.layers[l].entropy);
+    }
+    add(pooler, o.pooler);
+    for (size_t i = 0; i < act.size(); ++i) act[i].merge(o.act[i]);
+  }
+};
+
+namespace {
+
+// acc[j] += Σ_t x[t][j]², tokens in order.
+void add_squares(const float* x, int64_t n, int64_t cols, std::vector<double>& acc) {
+  double* a = acc.data();
+  for (int64_t t = 0; t < n; ++t) {
+    const float* r = x + t * cols;
+    for (int64_t j = 0; j < cols; ++j) a[j] += double(r[j]) * double(r[j]);
+  }
+}
+
+}  // namespace
 
 BertEncoder::BertEncoder(const BertConfig& c) : cfg_(c) {
   auto bad = [](const std::string& m) { return EncoderError("E_BAD_CHECKPOINT", "encoder config: " + m); };
@@ -159,12 +209,23 @@ void BertEncoder::layer_norm(float* x, int64_t n, const std::vector<float>& g, c
   }
 }
 
-void BertEncoder::run_layer(const Layer& L, int64_t n, const std::vector<int64_t>& seq_off, Scratch& s) const {
+void BertEncoder::run_layer(const Layer& L, int layer, int64_t n, const std::vector<int64_t>& seq_off, const ForwardParams& p,
+                            Scratch& s, ChunkStats* cs) const {
   const int64_t H = cfg_.hidden, I = cfg_.intermediate, nh = cfg_.heads, d = H / nh;
+  LayerStats* st = p.stats ? &cs->layers[size_t(layer)] : nullptr;
+  // The input a Linear multiplies: as is, or quantize-dequantized into s.aq.
+  auto input = [&](int slot, const float* a, int64_t cols) -> const float* {
+    if (!p.act_quant) return a;
+    const int bs = p.act_block[size_t(layer * kLinears + slot)];
+    if (bs <= 0) return a;
+    fake_quantize_activations(p.act_scheme, bs, a, s.aq.data(), n, cols, seq_off, cs->act[size_t(layer * kLinears + slot)]);
+    return s.aq.data();
+  };
   float* x = s.x.data();
-  linear(x, n, H, L.q, s.q.data(), H);
-  linear(x, n, H, L.k, s.k.data(), H);
-  linear(x, n, H, L.v, s.v.data(), H);
+  if (st) add_squares(x, n, H, st->input);
+  linear(input(kQuery, x, H), n, H, L.q, s.q.data(), H);
+  linear(input(kKey, x, H), n, H, L.k, s.k.data(), H);
+  linear(input(kValue, x, H), n, H, L.v, s.v.data(), H);
 
   // Scaled dot-product attention within each sequence; padded positions are not there at all,
   // which is what an additive mask of -inf does.
@@ -182,9 +243,16 @@ void BertEncoder::run_layer(const Layer& L, int64_t n, const std::vector<int64_t
           mx = std::max(mx, sc[j]);
         }
         float sum = 0.0f;
+        double et = 0.0;  // Σ e_j·t_j, for the entropy log(Σe) − Σ e·t / Σe of p = e / Σe
         for (int64_t j = 0; j < len; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
+          const float t = sc[j] - mx;
+          sc[j] = std::exp(t);
           sum += sc[j];
+          if (st) et += double(sc[j]) * double(t);
+        }
+        if (st) {
+          const double ent = std::log(double(sum)) - et / double(sum);
+          st->entropy[size_t(h)] += std::min(std::max(ent, 0.0), std::log(double(len)));
         }
         float* ci = s.ctx.data() + (o + i) * H + h * d;
         for (int64_t j = 0; j < len; ++j) axpy(sc[j] / sum, s.v.data() + (o + j) * H + h * d, ci, d);
@@ -193,13 +261,15 @@ void BertEncoder::run_layer(const Layer& L, int64_t n, const std::vector<int64_t
   }
 
   float* tmp = s.tmp.data();
-  linear(s.ctx.data(), n, H, L.attn_out, tmp, H);
+  if (st) add_squares(s.ctx.data(), n, H, st->context);
+  linear(input(kAttnOut, s.ctx.data(), H), n, H, L.attn_out, tmp, H);
   for (int64_t i = 0; i < n * H; ++i) tmp[i] += x[i];
   layer_norm(tmp, n, L.ln1_g, L.ln1_b);
   std::memcpy(x, tmp, size_t(n * H) * sizeof(float));
 
   float* inter = s.inter.data();
-  linear(x, n, H, L.inter, inter, I);
+  if (st) add_squares(x, n, H, st->attn_output);
+  linear(input(kInter, x, H), n, H, L.inter, inter, I);
   switch (cfg_.act) {
     case Activation::GeluErf: gelu_erf_inplace(inter, n * I); break;
     case Activation::GeluTanh: gelu_tanh_inplace(inter, n * I); break;
@@ -207,7 +277,8 @@ void BertEncoder::run_layer(const Layer& L, int64_t n, const std::vector<int64_t
       for (int64_t i = 0; i < n * I; ++i) inter[i] = inter[i] > 0.0f ? inter[i] : 0.0f;
       break;
   }
-  linear(inter, n, I, L.out, tmp, H);
+  if (st) add_squares(inter, n, I, st->intermediate);
+  linear(input(kOut, inter, I), n, I, L.out, tmp, H);
   for (int64_t i = 0; i < n * H; ++i) tmp[i] += x[i];
   layer_norm(tmp, n, L.ln2_g, L.ln2_b);
   std::memcpy(x, tmp, size_t(n * H) * sizeof(float));
@@ -215,7 +286,7 @@ void BertEncoder::run_layer(const Layer& L, int64_t n, const std::vector<int64_t
 
 void BertEncoder::run_chunk(const Chunk& ch, const std::vector<int32_t>& tok_id, const std::vector<int32_t>& tok_pos,
                             const std::vector<int64_t>& seq_start, const ForwardParams& p, int end_layer, Scratch& s,
-                            ForwardOutput& out) const {
+                            ForwardOutput& out, ChunkStats* cs) const {
   const int64_t H = cfg_.hidden, n = ch.tok_end - ch.tok_begin;
   float* x = s.x.data();
   if (p.has_hidden_in) {
@@ -237,7 +308,12 @@ void BertEncoder::run_chunk(const Chunk& ch, const std::vector<int32_t>& tok_id,
     if (cancelled(p.control)) return;
     if (p.capture)
       std::memcpy(out.layer_inputs[size_t(l - p.start_layer)].data() + ch.tok_begin * H, x, size_t(n * H) * sizeof(float));
-    run_layer(layers_[size_t(l)], n, seq_off, s);
+    run_layer(layers_[size_t(l)], l, n, seq_off, p, s, cs);
+  }
+  if (p.stats) {
+    // pooler.dense reads the first ([CLS]) token's last hidden state of each sequence.
+    for (size_t si = 0; si + 1 < seq_off.size(); ++si)
+      if (seq_off[si + 1] > seq_off[si]) add_squares(x + seq_off[si] * H, 1, H, cs->pooler);
   }
   std::memcpy(out.hidden.data() + ch.tok_begin * H, x, size_t(n * H) * sizeof(float));
 }
@@ -252,6 +328,16 @@ ForwardOutput BertEncoder::forward(const Batch& b, const ForwardParams& p) const
                                              ") is not within the model's " + std::to_string(cfg_.layers) + " layers");
   if (p.start_layer > 0 && !p.has_hidden_in)
     throw EncoderError("E_BAD_ARGUMENT", "starting at a later layer needs the hidden state entering it");
+  if (p.stats && (p.start_layer != 0 || p.has_hidden_in || end_layer != cfg_.layers))
+    throw EncoderError("E_BAD_ARGUMENT", "calibration statistics need a full pass (from the embeddings through every layer)");
+  if (p.act_quant) {
+    if (p.act_block.size() != size_t(cfg_.layers * kLinears))
+      throw EncoderError("E_BAD_ARGUMENT", "activation quantization needs " + std::to_string(cfg_.layers * kLinears) +
+                                               " block sizes (layers × 6 Linears), got " + std::to_string(p.act_block.size()));
+    for (int bs : p.act_block)
+      if (bs < 0 || bs > (1 << 20))
+        throw EncoderError("E_BAD_ARGUMENT", "activation block sizes must be in 0..2^20 (0: not quantized), got " + std::to_string(bs));
+  }
   const std::vector<std::string> miss = missing();
   if (!miss.empty())
     throw EncoderError("E_BAD_CHECKPOINT", "the encoder's weight '" + miss.front() + "' was not loaded" +
@@ -297,6 +383,7 @@ ForwardOutput BertEncoder::forward(const Batch& b, const ForwardParams& p) const
 
   ForwardOutput out;
   out.tokens = T;
+  for (int64_t r = 0; r < b.batch; ++r) out.sequences += seq_start[size_t(r + 1)] > seq_start[size_t(r)] ? 1 : 0;
   try {
     out.hidden.assign(size_t(T * H), 0.0f);
     if (p.capture) out.layer_inputs.assign(size_t(end_layer - p.start_layer), std::vector<float>(size_t(T * H)));
@@ -309,17 +396,41 @@ ForwardOutput BertEncoder::forward(const Batch& b, const ForwardParams& p) const
   std::atomic<size_t> next{0};
   std::mutex err_mu;
   std::exception_ptr err;
+  // Statistics: chunks finish in any order; each waits in `pending` until every earlier chunk has
+  // been merged, so the totals are summed in chunk order whatever the thread count.
+  const bool with_stats = p.stats || p.act_quant;
+  std::unique_ptr<ChunkStats> total;
+  std::map<size_t, std::unique_ptr<ChunkStats>> pending;
+  size_t next_merge = 0;
+  std::mutex stats_mu;
+  if (with_stats) {
+    try {
+      total = std::make_unique<ChunkStats>(cfg_, p.stats, p.act_quant);
+    } catch (const std::bad_alloc&) {
+      throw EncoderError("E_OUT_OF_MEMORY", "out of memory for the calibration statistics");
+    }
+  }
   auto work = [&]() {
     try {
       Scratch s;
-      s.size(max_chunk, H, cfg_.intermediate, max_len);
+      s.size(max_chunk, H, cfg_.intermediate, max_len, p.act_quant);
       for (size_t ci; (ci = next.fetch_add(1)) < chunks.size();) {
         if (cancelled(p.control)) return;
         {
           std::lock_guard<std::mutex> g(err_mu);
           if (err) return;
         }
-        run_chunk(chunks[ci], tok_id, tok_pos, seq_start, p, end_layer, s, out);
+        std::unique_ptr<ChunkStats> cs = with_stats ? std::make_unique<ChunkStats>(cfg_, p.stats, p.act_quant) : nullptr;
+        run_chunk(chunks[ci], tok_id, tok_pos, seq_start, p, end_layer, s, out, cs.get());
+        if (cs) {
+          std::lock_guard<std::mutex> g(stats_mu);
+          pending[ci] = std::move(cs);
+          for (auto it = pending.find(next_merge); it != pending.end(); it = pending.find(next_merge)) {
+            total->merge(*it->second);
+            pending.erase(it);
+            ++next_merge;
+          }
+        }
         if (p.control) __atomic_fetch_add(&p.control[1], int32_t(chunks[ci].seq_end - chunks[ci].seq_begin), __ATOMIC_RELAXED);
       }
     } catch (const std::bad_alloc&) {
@@ -344,6 +455,11 @@ ForwardOutput BertEncoder::forward(const Batch& b, const ForwardParams& p) const
   }
   if (err) std::rethrow_exception(err);
   if (cancelled(p.control)) throw EncoderError("E_CANCELLED", "encoder forward pass cancelled");
+  if (with_stats) {
+    out.stats = std::move(total->layers);
+    out.pooler = std::move(total->pooler);
+    out.act = std::move(total->act);
+  }
   return out;
 }
 

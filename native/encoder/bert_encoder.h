@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "../core/scheme.h"
+#include "act_quant.h"
 #include "gemm.h"
 
 namespace enc {
@@ -56,14 +58,35 @@ struct ForwardParams {
   bool has_hidden_in = false;
   // Also return the hidden state entering every layer that runs.
   bool capture = false;
+  // Calibration statistics (full passes only): Σ x_j² of every Linear layer's input over the
+  // attended tokens, and each head's attention entropy summed over the attended query tokens.
+  // Summed per chunk in token order, then over chunks in chunk order: the same bytes for any
+  // thread count.
+  bool stats = false;
+  // Dynamic activation quantization: each Linear's input is quantize-dequantized (act_quant.h)
+  // before the product. act_block holds layers × kLinears block sizes (0: that input stays FP32).
+  bool act_quant = false;
+  calib::Scheme act_scheme = calib::Scheme::NVFP4;
+  std::vector<int> act_block;
   // [0] != 0 cancels; [1] receives the number of sequences done (relaxed atomics).
   int32_t* control = nullptr;
 };
 
+// The Linear layers of an encoder layer, in the order act_block and the statistics use.
+enum LinearSlot : int { kQuery = 0, kKey, kValue, kAttnOut, kInter, kOut, kLinears };
+
+// Σ x_j² of the inputs of one layer's Linears (query/key/value share `input`) and Σ entropy per head.
+struct LayerStats {
+  std::vector<double> input, context, attn_output, intermediate, entropy;
+};
+
 struct ForwardOutput {
-  int64_t tokens = 0;
+  int64_t tokens = 0, sequences = 0;
   std::vector<float> hidden;                    // tokens × hidden
   std::vector<std::vector<float>> layer_inputs;  // capture only: one tokens × hidden array per layer run
+  std::vector<LayerStats> stats;                 // stats only: one per layer
+  std::vector<double> pooler;                    // stats only: Σ x_j² of each sequence's first token, last layer
+  std::vector<ActQuantStats> act;                // act_quant only: layers × kLinears
 };
 
 class BertEncoder {
@@ -94,11 +117,14 @@ class BertEncoder {
     int64_t seq_begin, seq_end, tok_begin, tok_end;
   };
   struct Scratch;
+  struct ChunkStats;
 
   void add_slot(const std::string& name, std::vector<int64_t> shape, Slot slot);
   void run_chunk(const Chunk& ch, const std::vector<int32_t>& tok_id, const std::vector<int32_t>& tok_pos,
-                 const std::vector<int64_t>& seq_start, const ForwardParams& p, int end_layer, Scratch& s, ForwardOutput& out) const;
-  void run_layer(const Layer& L, int64_t n, const std::vector<int64_t>& seq_off, Scratch& s) const;
+                 const std::vector<int64_t>& seq_start, const ForwardParams& p, int end_layer, Scratch& s, ForwardOutput& out,
+                 ChunkStats* cs) const;
+  void run_layer(const Layer& L, int layer, int64_t n, const std::vector<int64_t>& seq_off, const ForwardParams& p, Scratch& s,
+                 ChunkStats* cs) const;
   void layer_norm(float* x, int64_t n, const std::vector<float>& g, const std::vector<float>& b) const;
 
   BertConfig cfg_;

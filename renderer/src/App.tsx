@@ -46,6 +46,21 @@ function useKeyboard() {
   }, [a]);
 }
 
+/** The selected model's mean correlation, always in view beside the tabs. */
+function CorrelationBadge() {
+  const mean = useW((s) => s.validation?.meanCorrelation ?? s.profile?.summary.meanCorrelation ?? null);
+  const threshold = useW((s) => s.validation?.threshold ?? s.workspace?.thresholds.correlation ?? null);
+  const ok = mean !== null && threshold !== null ? mean >= threshold : null;
+  return (
+    <span className={`corr-badge ${ok === null ? 'muted' : ok ? 'pass-ok' : 'pass-fail'}`} title={mean === null ? 'not validated' : `mean Pearson correlation ${mean} (threshold ${threshold})`}>
+      mean r{' '}
+      <b data-testid="correlation-value" data-value={mean ?? ''}>
+        {mean === null ? 'not validated' : mean.toFixed(5)}
+      </b>
+    </span>
+  );
+}
+
 function CentreTabs() {
   const tab = useW((s) => s.tab);
   const a = useActions();
@@ -57,6 +72,8 @@ function CentreTabs() {
             {t.label}
           </button>
         ))}
+        <span className="grow" />
+        <CorrelationBadge />
       </div>
       <div className="tab-body">
         {tab === 'heatmap' && <Heatmap />}

@@ -6,7 +6,9 @@ import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints
 import { ProfileWriter } from '../profiles/profile_writer.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION, PROFILE_FORMAT_VERSION } from '../version.js';
+import type { CalibrationStats } from '../semantic/calibration_stats.js';
 import { makeConfig, type ConfigInput } from './config.js';
+import { modeDetails, modeNeedsStats, tensorWeighting } from './modes.js';
 import { calibrateTensorData, chooseBlockSize, type RunOptions, type TensorCalibration, type TensorData } from './tensor_calibration.js';
 import { TensorFilter } from './tensor_filter.js';
 import type { CalibrationConfig, CalibrationResult, ModelCalibrationProfile, SkippedTensor } from './types.js';
@@ -30,6 +32,9 @@ export interface CalibrateModelOptions {
   onTensor?: (tc: TensorCalibration) => void;
   /** Where to write the profile folder; nothing is written when omitted. */
   outDir?: string;
+  /** The calibration statistics a weighted mode needs (semantic/calibration_stats.ts), collected
+   *  from this checkpoint with the config's calibration query set. */
+  statistics?: CalibrationStats | null;
 }
 
 export interface CalibratedModel {
@@ -90,6 +95,18 @@ export class QuantizationCalibrator {
 
   /** Calibrates every quantizable tensor of a checkpoint (a path or an opened one). */
   async calibrateModel(model: string | Checkpoint, opts: CalibrateModelOptions = {}): Promise<CalibratedModel> {
+    const mode = this.config.mode ?? 'static';
+    const stats = modeNeedsStats(mode) ? (opts.statistics ?? null) : null;
+    if (modeNeedsStats(mode) && !stats) {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `--mode ${mode} needs calibration statistics (collectCalibrationStats) for the checkpoint`, { mode });
+    }
+    const qh = this.config.calibration_queries_hash ?? null;
+    if (stats && qh !== null && stats.queries_hash !== qh) {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `the calibration statistics are for query set ${stats.queries_hash}, but the config names ${qh}`, {
+        statistics_queries_hash: stats.queries_hash,
+        calibration_queries_hash: qh,
+      });
+    }
     const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
     const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
     try {
@@ -111,6 +128,8 @@ export class QuantizationCalibrator {
       const results: Record<string, CalibrationResult> = {};
       let sumBefore = 0;
       let sumAfter = 0;
+      let objBefore = 0;
+      let objAfter = 0;
       let counted = 0;
       // Read-ahead of one tensor: I/O for tensor i+1 overlaps the search of tensor i.
       let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0]) : null;
@@ -133,6 +152,7 @@ export class QuantizationCalibrator {
               progress.elementsDone = base + f * info.numel;
               opts.onProgress?.(progress);
             },
+            weighting: stats ? tensorWeighting(mode, info.name, info.shape, stats) : undefined,
           },
           source(info),
         );
@@ -140,6 +160,8 @@ export class QuantizationCalibrator {
         const n = tc.result.numel - tc.result.nonfinite_excluded;
         sumBefore += tc.result.mse_before * n;
         sumAfter += tc.result.mse_after * n;
+        objBefore += (tc.result.objective_before ?? tc.result.mse_before) * n;
+        objAfter += (tc.result.objective_after ?? tc.result.mse_after) * n;
         counted += n;
         await writer?.add(tc);
         opts.onTensor?.(tc);
@@ -157,6 +179,13 @@ export class QuantizationCalibrator {
         );
       }
       const hashBefore = await hashing;
+      if (stats && stats.checkpoint_hash !== hashBefore) {
+        throw new CalibscopeError(
+          'E_BAD_ARGUMENT',
+          `${ckpt.root}: the calibration statistics were collected from another checkpoint (${stats.checkpoint_hash}, this one is ${hashBefore})`,
+          { statistics_checkpoint_hash: stats.checkpoint_hash, checkpoint_hash: hashBefore },
+        );
+      }
       // A checkpoint that changed while it was read must not get a profile under either hash:
       // any write changes a file's ctime (which no tool can set back), so compare the stats.
       const statsAfter = await fileStats(ckpt);
@@ -180,7 +209,16 @@ export class QuantizationCalibrator {
         skipped_tensors: skipped,
         scales_sha256: null,
         review: null,
+        mode,
+        mode_details: modeDetails(mode, stats),
+        statistics: stats
+          ? { hash: stats.statistics_hash, queries_hash: stats.queries_hash, query_count: stats.query_count, tokens: stats.tokens, checkpoint_hash: stats.checkpoint_hash }
+          : null,
       };
+      if (stats) {
+        profile.overall_objective = counted > 0 ? objAfter / counted : 0;
+        profile.overall_objective_before = counted > 0 ? objBefore / counted : 0;
+      }
       if (!writer) return { profile, profilePath: null };
       const final = await writer.finish(profile, {
         format: this.config.format,

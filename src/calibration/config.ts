@@ -2,6 +2,7 @@
 import crypto from 'node:crypto';
 import type { SchemeName, SearchName } from '../native/index.js';
 import { CalibscopeError } from '../util/errors.js';
+import { parseMode } from './modes.js';
 import { resolveBlockSizes, schemeFor } from './schemes.js';
 import type { BlockPolicy, CalibrationConfig } from './types.js';
 
@@ -21,6 +22,10 @@ export interface ConfigInput {
   correlation_threshold?: number;
   num_calibration_samples?: number;
   semantic_test_queries?: string[];
+  /** static (default) | activation-aware | entropy-aware (docs/modes.md). */
+  mode?: string;
+  /** Weighted modes: the calibration query set's hash (queriesHash); null or absent = the shipped default set. */
+  calibration_queries_hash?: string | null;
 }
 
 /** Validates user input into a complete config; bad values become E_BAD_ARGUMENT / E_BAD_FORMAT. */
@@ -37,6 +42,11 @@ export function makeConfig(input: ConfigInput): CalibrationConfig {
   const tol = input.bits_tolerance ?? DEFAULT_BITS_TOLERANCE;
   if (!(tol >= 0) || !Number.isFinite(tol)) {
     throw new CalibscopeError('E_BAD_ARGUMENT', `bits tolerance must be a non-negative number, got ${tol}`);
+  }
+  const mode = parseMode(input.mode);
+  const qh = input.calibration_queries_hash ?? null;
+  if (qh !== null && (typeof qh !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(qh))) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `calibration_queries_hash must be sha256:<64 hex digits> or null, got ${JSON.stringify(qh)}`);
   }
   const corr = input.correlation_threshold ?? DEFAULT_CORRELATION_THRESHOLD;
   if (!(corr >= -1 && corr <= 1)) {
@@ -55,12 +65,17 @@ export function makeConfig(input: ConfigInput): CalibrationConfig {
     include: input.include ?? [],
     exclude: input.exclude ?? [],
     allow_nonfinite: input.allow_nonfinite ?? false,
+    mode,
+    calibration_queries_hash: mode === 'static' ? null : qh,
   };
 }
 
-/** Hash of the settings that change the scales (not thresholds or query sets): 12 hex digits. */
+/** Hash of the settings that change the scales (not thresholds or validation query sets): 12 hex
+ *  digits. A weighted mode and its calibration query set are part of it (static leaves the key as it
+ *  was before modes existed, so older profiles keep their folders). */
 export function configHash(c: CalibrationConfig): string {
-  const key = {
+  const mode = c.mode ?? 'static';
+  const key: Record<string, unknown> = {
     format: c.format,
     block_sizes: c.block_sizes,
     block_policy: c.block_policy,
@@ -70,5 +85,9 @@ export function configHash(c: CalibrationConfig): string {
     exclude: c.exclude,
     allow_nonfinite: c.allow_nonfinite,
   };
+  if (mode !== 'static') {
+    key.mode = mode;
+    key.calibration_queries_hash = c.calibration_queries_hash ?? null;
+  }
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }

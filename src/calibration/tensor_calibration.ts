@@ -1,6 +1,9 @@
 // One tensor: run the native search for every candidate block size, then pick one by policy.
 import { native, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
+import { fakeQuantize } from '../quantize/index.js';
+import { toFloat32 } from '../semantic/model.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import type { TensorWeighting } from './modes.js';
 import { bitsPerWeight, improvementRatio, schemeFor, type SchemeSpec } from './schemes.js';
 import type { BlockPolicy, BlockSizeTrial, CalibrationConfig, CalibrationResult } from './types.js';
 
@@ -31,6 +34,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called with the fraction of this tensor's work done (0..1), a few times a second. */
   onProgress?: (fraction: number) => void;
+  /** Weighted modes (modes.ts): the search minimizes Σ r_i c_j (x − x̂)²; the result reports it as objective_*. */
+  weighting?: TensorWeighting;
 }
 
 export function rowsCols(shape: readonly number[]): { rows: number; cols: number } {
@@ -44,12 +49,14 @@ export function rowsCols(shape: readonly number[]): { rows: number; cols: number
  *  `bits` takes the largest block whose MSE is within `tolerance` of the least. */
 export function chooseBlockSize(trials: readonly BlockSizeTrial[], policy: BlockPolicy, tolerance: number): number {
   if (trials.length === 0) throw new CalibscopeError('E_INTERNAL', 'no block size was tried');
-  const best = Math.min(...trials.map((t) => t.mse_after));
+  // Weighted modes compare the weighted objective, the quantity their search minimized.
+  const obj = (t: BlockSizeTrial) => t.objective_after ?? t.mse_after;
+  const best = Math.min(...trials.map(obj));
   if (policy === 'min-mse') {
-    return Math.max(...trials.filter((t) => t.mse_after === best).map((t) => t.block_size));
+    return Math.max(...trials.filter((t) => obj(t) === best).map((t) => t.block_size));
   }
   const limit = best * (1 + tolerance);
-  return Math.max(...trials.filter((t) => t.mse_after <= limit).map((t) => t.block_size));
+  return Math.max(...trials.filter((t) => obj(t) <= limit).map((t) => t.block_size));
 }
 
 async function runNative(
@@ -59,6 +66,7 @@ async function runNative(
   config: CalibrationConfig,
   opts: RunOptions,
   progress: (done: number) => void,
+  search = config.search,
 ): Promise<NativeCalibrateResult> {
   const { rows, cols } = rowsCols(t.shape);
   const control = new Int32Array(2);
@@ -73,11 +81,12 @@ async function runNative(
       cols,
       scheme: scheme.name,
       blockSize,
-      search: config.search,
+      search,
       threads: opts.threads ?? 0,
       allowNonfinite: config.allow_nonfinite,
-      diagnostics: opts.diagnostics ?? true,
+      diagnostics: search === config.search ? (opts.diagnostics ?? true) : false,
       control,
+      columnWeights: opts.weighting?.columns,
     });
   } finally {
     clearInterval(timer);
@@ -103,6 +112,47 @@ function describeNativeError(err: unknown, t: TensorData, source: string): Calib
     message = `${source}: tensor ${t.name}: ${e.message}`;
   }
   return new CalibscopeError(e.code, message, details);
+}
+
+/**
+ * Σ_i r_i Σ_j c_j (x_ij − x̂_ij)² with the naive and with the calibrated scales, for weightings with
+ * row weights (entropy-aware query/key/value). A row weight is constant within every block, so the
+ * search's scales are already optimal for it; only the reported sum needs it. Summed in float64,
+ * row by row.
+ */
+async function rowWeightedObjective(
+  t: TensorData,
+  scheme: SchemeSpec,
+  blockSize: number,
+  r: NativeCalibrateResult,
+  config: CalibrationConfig,
+  opts: RunOptions,
+): Promise<{ before: number; after: number }> {
+  const w = opts.weighting!;
+  const { rows, cols } = rowsCols(t.shape);
+  const naive = await runNative(t, scheme, blockSize, config, opts, () => undefined, 'naive');
+  const spec = { format: scheme.name, block_size: blockSize, nonfinite_excluded: r.nonfinite };
+  const scalesOf = (x: NativeCalibrateResult) => ({ scales: x.scales, codes: x.codes, global: x.globalDecode });
+  const x = toFloat32(t.data, t.dtype, rows * cols);
+  const sum = (xhat: Float32Array) => {
+    let total = 0;
+    for (let i = 0; i < rows; i++) {
+      let row = 0;
+      for (let j = 0; j < cols; j++) {
+        const v = x[i * cols + j];
+        if (!Number.isFinite(v)) continue;
+        const d = v - xhat[i * cols + j];
+        row += (w.columns ? w.columns[j] : 1) * d * d;
+      }
+      total += (w.rows ? w.rows[i] : 1) * row;
+    }
+    return total;
+  };
+  const q = { threads: opts.threads };
+  return {
+    before: sum(await fakeQuantize(t, spec, scalesOf(naive), q)),
+    after: sum(await fakeQuantize(t, spec, scalesOf(r), q)),
+  };
 }
 
 /** With the exact search and FP32 scales, splitting a block never raises its least error: each half
@@ -135,11 +185,14 @@ export async function calibrateTensorData(
   const expected = smallestBlockWins(config, scheme) ? sizes.slice(0, 1) : sizes;
   const totalBlocks = expected.reduce((acc, b) => acc + rows * Math.ceil(cols / b), 0);
   let doneBefore = 0;
-  const trials: { size: number; r: NativeCalibrateResult }[] = [];
+  const trials: { size: number; r: NativeCalibrateResult; objBefore: number; objAfter: number }[] = [];
   const dominated: number[] = [];
+  const weighted = opts.weighting !== undefined && opts.weighting.kind !== 'none';
   for (const size of sizes) {
-    const first = trials[0]?.r;
-    if (first && smallestBlockWins(config, scheme) && first.sumErrAfter > 0) {
+    const first = trials[0];
+    // The dominance holds for any non-negative weights (each half can still use the whole block's
+    // scale); an exact tie is then a zero weighted objective.
+    if (first && smallestBlockWins(config, scheme) && (weighted ? first.objAfter : first.r.sumErrAfter) > 0) {
       dominated.push(size);
       continue;
     }
@@ -149,18 +202,32 @@ export async function calibrateTensorData(
     } catch (err) {
       throw describeNativeError(err, t, source);
     }
+    let objBefore = r.sumErrBefore;
+    let objAfter = r.sumErrAfter;
+    if (weighted && opts.weighting!.rows) {
+      try {
+        ({ before: objBefore, after: objAfter } = await rowWeightedObjective(t, scheme, size, r, config, opts));
+      } catch (err) {
+        throw describeNativeError(err, t, source);
+      }
+    } else if (weighted) {
+      objBefore = r.sumObjBefore ?? r.sumErrBefore;
+      objAfter = r.sumObjAfter ?? r.sumErrAfter;
+    }
     doneBefore += rows * Math.ceil(cols / size);
     opts.onProgress?.(Math.min(1, doneBefore / totalBlocks));
-    trials.push({ size, r });
+    trials.push({ size, r, objBefore, objAfter });
   }
   const mse = (r: NativeCalibrateResult) => (r.counted > 0 ? r.sumErrAfter / r.counted : 0);
-  const tried: BlockSizeTrial[] = trials.map(({ size, r }) => ({
+  const perElement = (sum: number, r: NativeCalibrateResult) => (r.counted > 0 ? sum / r.counted : 0);
+  const tried: BlockSizeTrial[] = trials.map(({ size, r, objAfter }) => ({
     block_size: size,
     mse_after: mse(r),
     bits_per_weight: bitsPerWeight(scheme, size, rows, cols),
+    ...(opts.weighting && { objective_after: perElement(objAfter, r) }),
   }));
   const chosen = chooseBlockSize(tried, config.block_policy, config.bits_tolerance);
-  const { r } = trials.find((x) => x.size === chosen)!;
+  const { r, objBefore, objAfter } = trials.find((x) => x.size === chosen)!;
   const mseBefore = r.counted > 0 ? r.sumErrBefore / r.counted : 0;
   const mseAfter = mse(r);
   const result: CalibrationResult = {
@@ -182,6 +249,11 @@ export async function calibrateTensorData(
     nonfinite_excluded: r.nonfinite,
   };
   if (scheme.scaleEncoding === 'e4m3_x_fp32') result.global_scale = r.globalDecode;
+  if (opts.weighting) {
+    result.objective_before = perElement(objBefore, r);
+    result.objective_after = perElement(objAfter, r);
+    result.weighting = opts.weighting.kind;
+  }
   return {
     result,
     rows: r.rows,

@@ -1,6 +1,9 @@
 // The specification's data types, as they appear in JSON (snake_case): CalibrationResult,
 // ModelCalibrationProfile and CalibrationConfig, plus the fields DESIGN.md adds.
 import type { SchemeName, SearchName } from '../native/index.js';
+import type { CalibrationMode, ModeDetails, WeightingKind } from './modes.js';
+
+export type { CalibrationMode, ModeDetails, WeightingKind } from './modes.js';
 
 export type QuantFormat = SchemeName;
 export type ScaleEncoding = 'fp32' | 'e4m3_x_fp32' | 'ue8m0';
@@ -10,6 +13,8 @@ export interface BlockSizeTrial {
   block_size: number;
   mse_after: number;
   bits_per_weight: number;
+  /** Weighted modes: the weighted objective the block-size policy compares. */
+  objective_after?: number;
 }
 
 export interface CalibrationResult {
@@ -36,6 +41,12 @@ export interface CalibrationResult {
   nonfinite_excluded: number;
   /** NVFP4: the per-tensor decode scale g. */
   global_scale?: number;
+  /** activation-aware / entropy-aware modes: the searched objective Σ r_i c_j (x − x̂)² / numel
+   *  (weights of mean 1, docs/modes.md) with the naive and the chosen scales; mse_* stay plain. */
+  objective_before?: number;
+  objective_after?: number;
+  /** How this tensor's error was weighted in those modes ('none': plain squared error). */
+  weighting?: WeightingKind;
 }
 
 export interface CalibrationConfig {
@@ -52,6 +63,20 @@ export interface CalibrationConfig {
   include: string[];
   exclude: string[];
   allow_nonfinite: boolean;
+  /** What the search minimizes (docs/modes.md); absent in profiles written before modes existed: static. */
+  mode?: CalibrationMode;
+  /** Non-static modes: the hash of the calibration query set behind the statistics; null = the shipped default set. */
+  calibration_queries_hash?: string | null;
+}
+
+/** The calibration statistics a weighted profile was calibrated with. */
+export interface StatisticsRef {
+  /** `sha256:` of the statistics' safetensors image. */
+  hash: string;
+  queries_hash: string;
+  query_count: number;
+  tokens: number;
+  checkpoint_hash: string;
 }
 
 export interface SkippedTensor {
@@ -84,4 +109,12 @@ export interface ModelCalibrationProfile {
   skipped_tensors: SkippedTensor[];
   scales_sha256: string | null;
   review: SignOff | null;
+  /** The calibration mode (as config.mode; 'static' when absent) and its exact weighting. */
+  mode?: CalibrationMode;
+  mode_details?: ModeDetails;
+  /** Weighted modes: the statistics used. */
+  statistics?: StatisticsRef | null;
+  /** Weighted modes: the element-weighted mean of objective_after (and objective_before) over the tensors. */
+  overall_objective?: number;
+  overall_objective_before?: number;
 }

@@ -12,6 +12,7 @@ export const CONFIG_SPEC = {
   include: 'string',
   exclude: 'string',
   'allow-nonfinite': 'boolean',
+  mode: 'string',
 } as const;
 
 /** The config flags given on the command line; `format` may be undefined (a pipeline's models can name theirs). */
@@ -25,5 +26,6 @@ export function configInput(options: ParsedArgs['options']): Partial<ConfigInput
     include: listOption(options.include, 'include'),
     exclude: listOption(options.exclude, 'exclude'),
     allow_nonfinite: Boolean(options['allow-nonfinite']),
+    mode: options.mode as string | undefined,
   };
 }

@@ -108,8 +108,43 @@ export interface NativeForwardOptions {
   hiddenIn?: Float32Array;
   /** Also return the hidden state entering every layer that runs. */
   capture?: boolean;
+  /** Calibration statistics (full passes only): Σ x_j² of every Linear's input, attention entropy per head. */
+  stats?: boolean;
+  /** Dynamic activation quantization of every Linear's input (standard block scales, computed per token block). */
+  actQuant?: {
+    scheme: SchemeName;
+    /** layers × 6 (query, key, value, attention output, intermediate, output); 0 leaves that input FP32. */
+    blockSizes: Int32Array;
+  };
   /** [0]: set non-zero to cancel; [1]: sequences done (written by the addon). */
   control?: Int32Array;
+}
+
+/** Sums over the attended tokens of one layer (Σ x_j² per input feature; Σ entropy per head over query tokens). */
+export interface NativeLayerStats {
+  /** The layer input: what query, key and value read. */
+  input: Float64Array;
+  /** The attention context, heads concatenated: attention.output.dense's input. */
+  context: Float64Array;
+  /** The attention block's output after its LayerNorm: intermediate.dense's input. */
+  attentionOutput: Float64Array;
+  /** The activation of the intermediate layer: output.dense's input. */
+  intermediate: Float64Array;
+  /** Σ over query tokens of −Σ_k p log p (nats), one per head. */
+  entropy: Float64Array;
+}
+
+/** What dynamic activation quantization saw at one Linear's input (multipliers s = 1/d). */
+export interface NativeActQuantStats {
+  scaleMin: number | null;
+  scaleMax: number | null;
+  /** NVFP4: the per-sequence decode scales g. */
+  globalMin: number | null;
+  globalMax: number | null;
+  blocks: number;
+  zeroBlocks: number;
+  clipped: number;
+  elements: number;
 }
 
 export interface NativeForwardResult {
@@ -117,7 +152,12 @@ export interface NativeForwardResult {
   tokens: number;
   /** tokens × hidden: the last hidden state of every attended token. */
   hidden: Float32Array;
+  /** Sequences with at least one attended token. */
+  sequences: number;
   layerInputs?: Float32Array[];
+  stats?: { layers: NativeLayerStats[]; /** Σ x_j² of each sequence's first token after the last layer (pooler.dense's input). */ pooler: Float64Array };
+  /** layers × 6, in actQuant.blockSizes' order. */
+  actQuant?: NativeActQuantStats[];
 }
 
 /** A BERT-family encoder held by the addon: weights are copied in once and replaced at will. */

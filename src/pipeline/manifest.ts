@@ -1,6 +1,6 @@
 // pipeline.json: the models of an embedding pipeline, each with its own id and optional settings.
 //   { "models": [ { "id", "path", "format"?, "include"?, "exclude"?, "block_sizes"?, "block_policy"?,
-//                   "bits_tolerance"?, "search"?, "allow_nonfinite"? } ] }
+//                   "bits_tolerance"?, "search"?, "allow_nonfinite"?, "mode"? } ] }
 // Paths are relative to the manifest's folder. Everything is checked before any work starts, so a
 // bad manifest costs nothing and leaves nothing behind. See docs/pipeline.md.
 import fs from 'node:fs';
@@ -22,6 +22,8 @@ export interface PipelineEntry {
   bits_tolerance?: number;
   search?: string;
   allow_nonfinite?: boolean;
+  /** static | activation-aware | entropy-aware (docs/modes.md). */
+  mode?: string;
 }
 
 export interface PipelineManifest {
@@ -34,7 +36,7 @@ export interface ResolvedModel {
   config: CalibrationConfig;
 }
 
-const MODEL_KEYS = ['id', 'path', 'format', 'include', 'exclude', 'block_sizes', 'block_policy', 'bits_tolerance', 'search', 'allow_nonfinite'];
+const MODEL_KEYS = ['id', 'path', 'format', 'include', 'exclude', 'block_sizes', 'block_policy', 'bits_tolerance', 'search', 'allow_nonfinite', 'mode'];
 
 function editDistance(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
@@ -136,7 +138,7 @@ export async function loadManifest(fileArg: string): Promise<PipelineManifest> {
       }
       entry.block_sizes = b as number[];
     }
-    for (const k of ['block_policy', 'search'] as const) {
+    for (const k of ['block_policy', 'search', 'mode'] as const) {
       if (m[k] === undefined) continue;
       if (typeof m[k] !== 'string') throw fail(file, `${named}: "${k}" must be a string`, { model: id });
       entry[k] = m[k] as string;
@@ -179,6 +181,7 @@ export function resolveModels(manifest: PipelineManifest, defaults: Partial<Conf
         bits_tolerance: entry.bits_tolerance ?? defaults.bits_tolerance,
         search: entry.search ?? defaults.search,
         allow_nonfinite: entry.allow_nonfinite ?? defaults.allow_nonfinite,
+        mode: entry.mode ?? defaults.mode,
       });
       return { entry, config };
     } catch (err) {

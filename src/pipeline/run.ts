@@ -13,6 +13,8 @@ export interface PipelineProfile {
   model_id: string;
   model_path: string;
   format: string;
+  /** The calibration mode (docs/modes.md). */
+  mode: string;
   profile_path: string;
   cached: boolean;
   /** The profile's state before this run and why. */
@@ -46,6 +48,8 @@ export interface RunPipelineOptions {
   /** Bytes the running models may use together, estimated (default: a quarter of RAM, at least 1 GiB). */
   memoryBudget?: number;
   diagnostics?: boolean;
+  /** Weighted modes: the calibration query set (default: the shipped one; see calibrateCached). */
+  queries?: readonly string[];
   signal?: AbortSignal;
   onEvent?: (e: PipelineEvent) => void;
 }
@@ -121,6 +125,8 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
         force: opts.force,
         threads: opts.threads,
         diagnostics: opts.diagnostics,
+        queries: opts.queries,
+        modelDir: m.entry.path,
         signal: opts.signal,
         onPhase: (phase) => emit({ type: 'phase', index: i, phase }),
         onProgress: (progress) => emit({ type: 'progress', index: i, progress }),
@@ -130,6 +136,7 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
             model_id: m.entry.id,
             model_path: m.entry.path,
             format: m.config.format,
+            mode: m.config.mode ?? 'static',
             profile_path: r.profilePath,
             cached: r.cached,
             state_before: r.before.state,

@@ -5,9 +5,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { QuantizationCalibrator, type ModelProgress } from '../calibration/calibrator.js';
 import { configHash, type ConfigInput } from '../calibration/config.js';
+import { modeNeedsStats } from '../calibration/modes.js';
 import type { TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { CalibrationConfig, ModelCalibrationProfile } from '../calibration/types.js';
 import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
+import { calibrationStatsCached, resolveCalibrationQueries, STATS_DIR, type CalibrationStats } from '../semantic/calibration_stats.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { HASH_CACHE_DIR, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
@@ -64,6 +66,10 @@ export async function openCache(cacheDirArg: string): Promise<string[]> {
     }
   };
   await sweep(path.join(cacheDir, HASH_CACHE_DIR));
+  // Calibration statistics: temporaries of interrupted writes.
+  for (const model of await fs.promises.readdir(path.join(cacheDir, STATS_DIR), { withFileTypes: true }).catch(() => [])) {
+    if (model.isDirectory() && !model.name.startsWith('.')) removed.push(...(await removeStaleTemps(path.join(cacheDir, STATS_DIR, model.name)).catch(() => [])));
+  }
   for (const model of await fs.promises.readdir(calib, { withFileTypes: true }).catch(() => [])) {
     if (!model.isDirectory() || model.name.startsWith('.')) continue;
     const modelDir = path.join(calib, model.name);
@@ -93,6 +99,13 @@ export interface CachedCalibrationOptions {
   onProgress?: (p: ModelProgress) => void;
   onPhase?: (phase: CachePhase, detail?: LockOwner) => void;
   onTensor?: (tc: TensorCalibration) => void;
+  /** Weighted modes: the calibration queries (default: the shipped set; they must match the
+   *  config's calibration_queries_hash), and the model folder the encoder reads them with
+   *  (default: `model` when it is a path, else the checkpoint's folder). */
+  queries?: readonly string[];
+  modelDir?: string;
+  /** Weighted modes: statistics already at hand (otherwise from `<cache>/stats/`, collected when missing). */
+  statistics?: CalibrationStats;
 }
 
 export interface CachedCalibration {
@@ -104,6 +117,8 @@ export interface CachedCalibration {
   before: { state: ProfileState; reason: string };
   /** A sign-off that --force recalibration dropped, if any. */
   droppedSignOff?: ModelCalibrationProfile['review'];
+  /** Weighted modes, when calibrated: where the statistics came from. */
+  statistics?: { path: string | null; cached: boolean; seconds: number };
 }
 
 /** The profile folder for a checkpoint and config in `cacheDir`. */
@@ -156,9 +171,25 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
       if (!hasJson) await fs.promises.rm(dir, { recursive: true, force: true });
     }
     opts.onPhase?.('calibrating');
+    let statistics = opts.statistics ?? null;
+    let statsInfo: CachedCalibration['statistics'];
+    if (modeNeedsStats(calibrator.config.mode) && !statistics) {
+      const queries = await resolveCalibrationQueries(calibrator.config, opts.queries);
+      const got = await calibrationStatsCached(opts.modelDir ?? (typeof opts.model === 'string' ? opts.model : ckpt.root), queries, {
+        cacheDir,
+        modelId: ckpt.modelId,
+        threads: opts.threads,
+        signal: opts.signal,
+      });
+      statistics = got.stats;
+      statsInfo = { path: got.path, cached: got.cached, seconds: got.stats.seconds };
+    } else if (statistics) {
+      statsInfo = { path: null, cached: true, seconds: statistics.seconds };
+    }
     const files = hashedFiles(ckpt);
     const statsBefore = await snapshot(files);
     const result = await calibrator.calibrateModel(ckpt, {
+      statistics,
       outDir: dir,
       threads: opts.threads,
       diagnostics: opts.diagnostics,
@@ -176,6 +207,7 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
       cached: false,
       before: { state: before.state, reason: before.reason },
       droppedSignOff: before.profile?.review ?? undefined,
+      statistics: statsInfo,
     };
   } finally {
     await release?.();

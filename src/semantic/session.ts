@@ -1,6 +1,6 @@
 // An encoder session: a loaded model with its weights copied into the native encoder once, then
 // many forward passes — FP16, quantized, or with single tensors swapped — over a tokenized query set.
-import type { NativeEncoder } from '../native/index.js';
+import type { NativeActQuantStats, NativeEncoder, NativeForwardOptions, NativeForwardResult } from '../native/index.js';
 import { CalibscopeError } from '../util/errors.js';
 import { createEncoder, loadSemanticModel, type SemanticModel } from './model.js';
 import { poolSequence } from './pooling.js';
@@ -55,12 +55,20 @@ export interface ForwardOptions {
   hiddenIn?: Float32Array;
   /** Also return the hidden state entering every layer. */
   capture?: boolean;
+  /** Also return calibration statistics (Σ x_j² of every Linear's input, attention entropy); full passes only. */
+  stats?: boolean;
+  /** Quantize every Linear's input on the fly (see native/encoder/act_quant.h). */
+  actQuant?: NativeForwardOptions['actQuant'];
 }
 
 export interface ForwardOutput {
   /** One pooled (and normalised, as the folder says) embedding per query. */
   embeddings: Float32Array[];
   layerInputs?: Float32Array[];
+  tokens: number;
+  sequences: number;
+  stats?: NativeForwardResult['stats'];
+  actQuant?: NativeActQuantStats[];
 }
 
 export class EncoderSession {
@@ -133,12 +141,14 @@ export class EncoderSession {
         startLayer: opts.startLayer ?? 0,
         hiddenIn: opts.hiddenIn,
         capture: opts.capture ?? false,
+        stats: opts.stats ?? false,
+        actQuant: opts.actQuant,
         control,
       });
       const H = this.model.config.hiddenSize;
       const embeddings = q.offsets.map((off, i) => poolSequence(r.hidden, off * H, q.lengths[i], H, this.model.pooling));
       opts.onProgress?.(1);
-      return { embeddings, layerInputs: r.layerInputs };
+      return { embeddings, layerInputs: r.layerInputs, tokens: r.tokens, sequences: r.sequences, stats: r.stats, actQuant: r.actQuant };
     } finally {
       if (timer) clearInterval(timer);
       opts.signal?.removeEventListener('abort', onAbort);

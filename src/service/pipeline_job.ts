@@ -103,6 +103,14 @@ export async function runPipelineJob(ws: Workspace, ctx: JobContext, opts: Pipel
     }
   }
 
+  const cached = run.profiles.filter((p) => p?.cached).length;
+  const validated = parts.filter((p) => p.state === 'validated').length;
+  ctx.progress(
+    1,
+    `${run.profiles.filter((p) => p && !p.cached).length} calibrated, ${cached} up to date` +
+      (opts.semantic ? `, ${validated} validated` : '') +
+      (failures.length ? `, ${failures.length} failed` : ''),
+  );
   if (failures.length > 0) {
     throw new CalibscopeError(
       failures[0].error.code,

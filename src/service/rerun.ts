@@ -84,8 +84,10 @@ export async function keepRerun(pending: PendingRerun): Promise<DraftProfile> {
     const list = Object.values(results);
     const now = new Date().toISOString();
     const changed = [...new Set([...(old.draft?.changed_tensors ?? []), name])];
+    // A validation result vouched for the old scales: it goes with them.
+    const { semantic_validation: _dropped, ...kept } = old as DraftProfile & { semantic_validation?: unknown };
     const next: DraftProfile = {
-      ...old,
+      ...kept,
       timestamp: now,
       tensor_calibrations: results,
       overall_mse: overall(list, 'mse_after'),

@@ -2,10 +2,13 @@
 // main process (through a utility process) and the browser mode's WebSocket server both sit on
 // top of this one class; nothing here knows which front end asks.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { configHash } from '../calibration/config.js';
 import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { openCache, calibrateCached } from '../profiles/cache.js';
+import { PROFILE_JSON } from '../profiles/profile_writer.js';
 import { loadProfile, signOff } from '../profiles/store.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
@@ -48,6 +51,7 @@ export class WorkbenchService {
   private readonly jobs: JobManager;
   private readonly blocks = new BlockArrayCache();
   private readonly pending = new Map<string, PendingRerun>();
+  private readonly profiles = new Map<string, { key: string; profile: DraftProfile }>();
   private readonly handlers: { [M in Method]: Handler<M> };
 
   constructor(private readonly opts: ServiceOptions) {
@@ -164,8 +168,15 @@ export class WorkbenchService {
   private async loadFor(modelId: string): Promise<{ m: WorkspaceModel; dir: string; profile: DraftProfile }> {
     const m = this.workspace.model(modelId);
     try {
-      // The scales checksum is verified by profileStatus in the model list; here only the JSON is read.
+      // Hover and zoom ask many times a second: profile.json is parsed again only when it changed
+      // (any rewrite is a rename, so the inode or ctime moves). The scales checksum is verified by
+      // profileStatus in the model list; here only the JSON is read.
+      const st = await fs.promises.stat(path.join(m.profileDir, PROFILE_JSON)).catch(() => null);
+      const key = st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}` : '';
+      const hit = this.profiles.get(m.profileDir);
+      if (hit && st && hit.key === key) return { m, dir: m.profileDir, profile: hit.profile };
       const profile = (await loadProfile(m.profileDir, { verifyScales: false })) as DraftProfile;
+      if (st) this.profiles.set(m.profileDir, { key, profile });
       return { m, dir: m.profileDir, profile };
     } catch (err) {
       const e = asCalibscopeError(err);

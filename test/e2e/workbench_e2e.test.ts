@@ -227,11 +227,11 @@ describe('workbench end to end (calibscope serve + Chromium)', { skip }, () => {
     assert.equal(Number(await page.locator('[data-testid=block-size]').textContent()), r.block_size);
     const modelRow = page.locator(`[data-testid=model-row][data-model-id="${model}"] .num`).first();
     assert.equal(await modelRow.getAttribute('title'), String(profileJson(cache, model).json.overall_mse));
-    // The correlation panel shows the validation recorded in the profile.
-    await page.click('button[role=tab]:has-text("Correlation")');
+    // The mean correlation recorded in the profile is in view; the correlation tab shows its parts.
     const corr = page.locator('[data-testid=correlation-value]');
     await corr.waitFor();
     const recorded = profileJson(cache, model).json.semantic_correlation;
+    await page.click('button[role=tab]:has-text("Correlation")');
     if (recorded !== null) {
       assert.equal(await corr.getAttribute('data-value'), String(recorded));
       assert.ok(Math.abs(Number(await corr.textContent()) - recorded) < 1e-5);
@@ -359,10 +359,15 @@ describe('workbench end to end (calibscope serve + Chromium)', { skip }, () => {
     await page.click('[data-testid=calibrate-model]');
     await page.waitForFunction(() => document.querySelector('[data-testid=model-row]')?.getAttribute('data-state') === 'valid', null, { timeout: 60_000 });
     await page.locator('[data-testid=tensor-row]').first().waitFor();
+    // The only tensor opens by itself once calibrated: its arrays are read from the profile folder (cold).
+    const cold = await (
+      await page.waitForFunction(() => (window as any).__calibscope?.timings?.find((r: any) => r.kind === 'heatmap' && r.blocks === 30522 * 24), null, { timeout: 30_000 })
+    ).jsonValue();
+    logTiming('heatmap first paint, 30522×384 at block 16, cold', { blocks: cold.blocks, cellsShown: cold.cellsShown, inPageMs: cold.totalMs, fetchMs: cold.fetchMs, drawMs: cold.drawMs, target: '< 1 s' });
     await page.keyboard.press('Escape');
     const { wallMs, record } = await openTensor(page, 'embeddings.word_embeddings.weight');
     assert.equal(record.blocks, rows * (cols / 16));
-    logTiming('heatmap first paint, 30522×384 at block 16', { blocks: record.blocks, cellsShown: record.cellsShown, inPageMs: record.totalMs, fetchMs: record.fetchMs, drawMs: record.drawMs, clickToDrawnMs: wallMs, target: '< 1 s' });
+    logTiming('heatmap first paint, 30522×384 at block 16, reopened', { blocks: record.blocks, cellsShown: record.cellsShown, inPageMs: record.totalMs, fetchMs: record.fetchMs, drawMs: record.drawMs, clickToDrawnMs: wallMs, target: '< 1 s' });
     const d = await heatmapData(page);
     assert.equal(d.cols, cols / 16);
     assert.ok(d.rows < rows && d.rows > 50, `downsampled rows: ${d.rows}`);

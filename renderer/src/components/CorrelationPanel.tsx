@@ -21,7 +21,8 @@ export function CorrelationPanel() {
       plot_bgcolor: colors.bg,
       font: { color: colors.fg, size: 11 },
       xaxis: { title: { text: 'query' }, gridcolor: colors.grid },
-      yaxis: { title: { text: 'Pearson r' }, gridcolor: colors.grid },
+      // Zoomed to where the values and the threshold are: the differences that matter are in the third decimal.
+      yaxis: { title: { text: 'Pearson r' }, gridcolor: colors.grid, range: v ? [Math.min(v.minCorrelation ?? v.threshold, v.threshold) - 0.005, 1.0005] : undefined },
       shapes: v ? [{ type: 'line' as const, xref: 'paper' as const, x0: 0, x1: 1, y0: v.threshold, y1: v.threshold, line: { color: colors.danger, dash: 'dash' as const } }] : [],
     }),
     [v, colors],
@@ -33,7 +34,7 @@ export function CorrelationPanel() {
       <div className="corr-head">
         <span>
           mean correlation{' '}
-          <b data-testid="correlation-value" data-value={mean ?? ''} title={mean === null ? '' : String(mean)}>
+          <b data-testid="correlation-mean" data-value={mean ?? ''} title={mean === null ? '' : String(mean)}>
             {mean === null ? 'not validated' : mean.toFixed(5)}
           </b>{' '}
           (threshold {v.threshold})

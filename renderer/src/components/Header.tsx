@@ -34,12 +34,13 @@ export function Header() {
   const [open, setOpen] = useState(false);
   const [path, setPath] = useState('');
   const [kind, setKind] = useState<'model' | 'pipeline'>('pipeline');
+  const [format, setFormat] = useState('');
   const submit = async () => {
     const p = path.trim();
     if (!p) return;
     remember(p);
-    if (kind === 'model') await a.openModel(p);
-    else await a.openPipeline(p);
+    if (kind === 'model') await a.openModel(p, format || undefined);
+    else await a.openPipeline(p, format || undefined);
     setOpen(false);
   };
   return (
@@ -65,6 +66,12 @@ export function Header() {
               <option key={r} value={r} />
             ))}
           </datalist>
+          <select value={format} onChange={(e) => setFormat(e.target.value)} aria-label="format" title="format for models that do not name one">
+            <option value="">fp4 (default)</option>
+            {info?.formats.filter((f) => f.name !== 'fp4').map((f) => (
+              <option key={f.name} value={f.name}>{f.name}</option>
+            ))}
+          </select>
           <button className="primary" type="submit">Open</button>
           <button type="button" onClick={() => setOpen(false)}>Close</button>
         </form>

@@ -85,6 +85,7 @@ export function TensorTable() {
           {profile ? `${rows.length} of ${profile.tensors.length} tensors` : ''}
           {profile?.summary.state === 'missing' ? ' · no profile yet' : ''}
           {profile?.summary.state === 'stale' ? ' · stale: the checkpoint changed since calibration' : ''}
+          {profile?.summary.state === 'corrupt' ? ` · damaged profile: ${profile.summary.reason ?? ''}` : ''}
         </span>
         {profile && <CalibrateButton modelId={profile.modelId} state={profile.summary.state} />}
       </header>

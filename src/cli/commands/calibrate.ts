@@ -2,6 +2,8 @@
 // valid profile) or into --out; `calibscope calibrate --pipeline FILE`: every model of a manifest.
 import path from 'node:path';
 import { QuantizationCalibrator } from '../../calibration/calibrator.js';
+import type { ConfigInput } from '../../calibration/config.js';
+import { CALIBRATION_MODES, modeNeedsStats, parseMode } from '../../calibration/modes.js';
 import { improvementRatio } from '../../calibration/schemes.js';
 import type { ModelCalibrationProfile } from '../../calibration/types.js';
 import { openCheckpoint } from '../../checkpoints/checkpoint.js';
@@ -9,6 +11,8 @@ import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
 import { runPipeline, type PipelineProfile } from '../../pipeline/run.js';
 import { calibrateCached, openCache } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
+import { calibrationQueriesHash, calibrationStatsCached, resolveCalibrationQueries } from '../../semantic/calibration_stats.js';
+import { loadQueries } from '../../semantic/queries.js';
 import { CalibscopeError } from '../../util/errors.js';
 import { intOption, parseArgs } from '../args.js';
 import { CONFIG_SPEC, configInput } from '../config_options.js';
@@ -31,6 +35,11 @@ calibscope calibrate --pipeline FILE [--format F] [options]
   --include GLOBS         comma-separated tensor name patterns to calibrate (\`*\` wildcard)
   --exclude GLOBS         comma-separated tensor name patterns to leave alone
   --allow-nonfinite       exclude NaN/Inf weights instead of failing
+  --mode M                ${CALIBRATION_MODES.join(' | ')} (default static): what the search
+                          minimizes — plain squared error, or weighted by the layer inputs' E[x²]
+                          (and attention-entropy head weights); see docs/modes.md. The weighted
+                          modes run the calibration queries (--queries FILE, default the shipped
+                          set) through the model once; the statistics are cached in <cache>/stats/
   --threads N             worker threads per tensor (default: all cores)
   --cache DIR             cache folder (default ${defaultCacheDir()}); the profile goes to
                           <cache>/calibration/<model-id>/<format>-<config-hash>/ and a valid one
@@ -63,28 +72,51 @@ function ratioText(r: number | null): string {
 }
 
 function printProfile(ctx: CommandContext, profile: ModelCalibrationProfile, tail: string): void {
+  // Weighted modes add the objective the search minimized (mse stays plain, for comparison).
+  const weighted = profile.overall_objective !== undefined;
   const rows = Object.values(profile.tensor_calibrations).map((r) => [
     r.tensor_name,
     `[${r.shape.join('×')}]`,
     String(r.block_size),
     `${eng(r.mse_before)} → ${eng(r.mse_after)}`,
+    ...(weighted ? [r.objective_after === undefined ? '-' : `${eng(r.objective_before ?? 0)} → ${eng(r.objective_after)}`, r.weighting ?? 'none'] : []),
     r.improvement_ratio === null ? 'inf' : r.improvement_ratio.toFixed(3),
     String(r.outlier_count),
     r.bits_per_weight.toFixed(3),
   ]);
-  ctx.out(table(['tensor', 'shape', 'block', 'MSE before → after', 'ratio', 'outliers', 'bits/w'], rows, [false, false, true, false, true, true, true]));
+  const heads = ['tensor', 'shape', 'block', 'MSE before → after', ...(weighted ? ['objective before → after', 'weighting'] : []), 'ratio', 'outliers', 'bits/w'];
+  const right = [false, false, true, false, ...(weighted ? [false, false] : []), true, true, true];
+  ctx.out(table(heads, rows, right));
   const numel = Object.values(profile.tensor_calibrations).reduce((a, r) => a + r.numel, 0);
   ctx.out('');
   ctx.out(
     `${profile.model_id}: ${Object.keys(profile.tensor_calibrations).length} tensors, ${eng(numel)} weights, ` +
       `${profile.format}, overall MSE ${eng(profile.overall_mse_before)} → ${eng(profile.overall_mse)} ` +
-      `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))}) ${tail}`,
+      `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))})${modeText(profile)} ${tail}`,
   );
   if (profile.skipped_tensors.length > 0) ctx.out(`skipped ${profile.skipped_tensors.length} tensors (1-D or unsupported; see profile.json)`);
 }
 
 function cacheOption(options: Record<string, string | boolean | undefined>): string {
   return typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
+}
+
+/** The config flags plus, with --queries, the calibration query set they name (weighted modes). */
+async function configWithQueries(options: Record<string, string | boolean | undefined>): Promise<{ input: Partial<ConfigInput>; queries?: string[] }> {
+  const input = configInput(options);
+  if (input.mode !== undefined) parseMode(input.mode);
+  if (typeof options.queries !== 'string') return { input };
+  const { queries } = await loadQueries(options.queries);
+  return { input: { ...input, calibration_queries_hash: await calibrationQueriesHash(queries) }, queries };
+}
+
+function modeText(profile: ModelCalibrationProfile): string {
+  const mode = profile.mode ?? profile.config.mode ?? 'static';
+  if (mode === 'static' || profile.overall_objective === undefined) return '';
+  return (
+    `; mode ${mode}: weighted objective ${eng(profile.overall_objective_before ?? 0)} → ${eng(profile.overall_objective)}` +
+    (profile.statistics ? ` (statistics ${profile.statistics.hash.slice(7, 19)} from ${profile.statistics.query_count} queries, ${profile.statistics.tokens} tokens)` : '')
+  );
 }
 
 export async function calibrateCommand(argv: string[], ctx: CommandContext): Promise<number> {
@@ -98,7 +130,8 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   if (options.jobs !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', '--jobs is for --pipeline');
   if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `calibrate takes one model path\n\n${CALIBRATE_HELP}`);
   if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--format is required\n\n${CALIBRATE_HELP}`);
-  const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format });
+  const { input, queries } = await configWithQueries(options);
+  const calibrator = new QuantizationCalibrator({ ...input, format: options.format });
   const threads = intOption(options.threads, 'threads', 1, 1024);
   const diagnostics = !options['no-diagnostics'];
 
@@ -121,6 +154,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
         force: Boolean(options.force),
         threads,
         diagnostics,
+        queries,
         signal: ctx.signal,
         onProgress,
         onPhase: (phase, owner) => {
@@ -147,11 +181,20 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     return 0;
   }
 
-  // --out: an explicit destination, always recalibrated (the cache is not consulted).
+  // --out: an explicit destination, always recalibrated (the profile cache is not consulted; the
+  // statistics of the weighted modes still live in the cache folder).
+  let statistics = null;
+  if (modeNeedsStats(calibrator.config.mode)) {
+    const cache = cacheOption(options);
+    await openCache(cache);
+    statistics = (
+      await calibrationStatsCached(positionals[0], await resolveCalibrationQueries(calibrator.config, queries), { cacheDir: cache, threads, signal: ctx.signal })
+    ).stats;
+  }
   const ckpt = await openCheckpoint(positionals[0]);
   let result;
   try {
-    result = await calibrator.calibrateModel(ckpt, { threads, outDir: path.resolve(options.out), signal: ctx.signal, diagnostics, onProgress });
+    result = await calibrator.calibrateModel(ckpt, { threads, outDir: path.resolve(options.out), signal: ctx.signal, diagnostics, onProgress, statistics });
   } finally {
     bar.done();
     await ckpt.close();
@@ -172,7 +215,8 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
 
 async function pipelineCommand(file: string, options: Record<string, string | boolean | undefined>, ctx: CommandContext): Promise<number> {
   const manifest = await loadManifest(file);
-  const models = resolveModels(manifest, configInput(options));
+  const { input, queries } = await configWithQueries(options);
+  const models = resolveModels(manifest, input);
   const threads = intOption(options.threads, 'threads', 1, 1024);
   const jobs = intOption(options.jobs, 'jobs', 1, 256);
   const cache = cacheOption(options);
@@ -191,6 +235,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
       threads,
       concurrency: jobs,
       diagnostics: !options['no-diagnostics'],
+      queries,
       signal: ctx.signal,
       onEvent: (e) => progress.update(e),
     });
@@ -220,13 +265,14 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   const rows = done.map((p) => [
     p.model_id,
     p.format,
+    p.mode,
     p.cached ? `cached (${p.state_before})` : `calibrated (was ${p.state_before})`,
     String(p.tensors),
     `${eng(p.overall_mse_before)} → ${eng(p.overall_mse)}`,
     p.seconds.toFixed(2),
     p.profile_path,
   ]);
-  ctx.out(table(['model', 'format', 'profile', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, true, false, true, false]));
+  ctx.out(table(['model', 'format', 'mode', 'profile', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, false, true, false, true, false]));
   const fresh = done.filter((p) => !p.cached).length;
   ctx.out('');
   ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);
