@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { DEFAULT_CORRELATION_THRESHOLD } from '../calibration/config.js';
 import type { ModelCalibrationProfile } from '../calibration/types.js';
+import type { NativeActQuantStats, SchemeName } from '../native/index.js';
 import { profileStatus, updateProfile } from '../profiles/store.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
@@ -36,6 +37,51 @@ export interface SemanticValidationSummary {
   queries_hash: string;
   timestamp: string;
   calibscope_version: string;
+  /** With --dynamic-activations: weights and Linear inputs quantized. */
+  dynamic_activations?: { mean_correlation: number; min_correlation: number };
+}
+
+/** One Linear's dynamically quantized input. */
+export interface DynamicActivationLinear {
+  /** The Linear's weight (checkpoint name). */
+  tensor: string;
+  block_size: number;
+  /** Range of the block multipliers s (x̂ = Q(x·s)/s; s = 1/d for encoded scales) over blocks that are not all zero. */
+  scale_min: number | null;
+  scale_max: number | null;
+  /** NVFP4: range of the per-sequence decode scales g. */
+  global_scale_min: number | null;
+  global_scale_max: number | null;
+  clipped: number;
+  elements: number;
+}
+
+/** `--dynamic-activations`: the profile's weights plus every Linear's input quantized on the fly. */
+export interface DynamicActivationsResult {
+  scheme: string;
+  /** How the activation scales are set: the scheme's standard absmax rule, per block, at run time. */
+  scale_rule: 'standard';
+  /** Blocks run along the hidden dimension of each token, with the block size of the Linear's weight. */
+  blocks: 'per token, along the input features, the weight tensor\'s block size';
+  /** NVFP4's per-tensor decode scale g is taken per sequence (one query = one batch). */
+  global_scale: 'per sequence' | null;
+  mean_correlation: number;
+  min_correlation: number;
+  worst_query: string;
+  mean_cosine: number;
+  retrieval_agreement: number;
+  /** The weight-only figure of the same run, for comparison. */
+  weight_only_mean_correlation: number;
+  /** Over every quantized Linear input and every sequence (batch). */
+  scale_min: number | null;
+  scale_max: number | null;
+  global_scale_min: number | null;
+  global_scale_max: number | null;
+  /** Share of activation elements clipped at ±max by the standard scale. */
+  clipped_fraction: number;
+  linears_quantized: number;
+  per_linear: DynamicActivationLinear[];
+  per_query: { query: string; correlation: number }[];
 }
 
 export type ProfileWithValidation = ModelCalibrationProfile & { semantic_validation?: SemanticValidationSummary };
@@ -62,6 +108,8 @@ export interface ValidationResult {
   /** Profile tensors applied to the encoder, and those it does not read (e.g. the pooler). */
   quantized_tensors: number;
   unused_tensors: string[];
+  /** --dynamic-activations: the correlation with every Linear's input quantized too. */
+  dynamic_activations?: DynamicActivationsResult;
   /** Whether the result was written to profile.json, and why not when it was not. */
   stored: boolean;
   store_note: string | null;
@@ -77,6 +125,8 @@ export interface ValidateOptions {
   throwOnDrift?: boolean;
   /** The cache folder whose stat cache may answer for the checkpoint hash. */
   cacheDir?: string;
+  /** Also embed with every Linear's input quantized per batch (dynamic activations). */
+  dynamicActivations?: boolean;
   signal?: AbortSignal;
   onProgress?: (fraction: number, detail: string) => void;
 }
@@ -108,6 +158,70 @@ export function compareSets(
       cosine: cosine(reference[i], candidate[i]),
       truncated: truncated.has(i),
     })),
+  };
+}
+
+const LINEAR_NAMES = ['attention.self.query', 'attention.self.key', 'attention.self.value', 'attention.output.dense', 'intermediate.dense', 'output.dense'];
+
+/** The encoder's activation block sizes (layers × 6): the block size of each Linear's calibrated weight, 0 where the profile has none. */
+export function activationBlockSizes(model: SemanticModel, plan: QuantizedPlan): { blockSizes: Int32Array; tensors: (string | null)[] } {
+  const byEncoder = new Map(plan.used.map((u) => [u.encoderName, u]));
+  const L = model.config.numLayers;
+  const blockSizes = new Int32Array(L * LINEAR_NAMES.length);
+  const tensors: (string | null)[] = [];
+  for (let l = 0; l < L; l++) {
+    LINEAR_NAMES.forEach((n, k) => {
+      const u = byEncoder.get(`encoder.layer.${l}.${n}.weight`);
+      blockSizes[l * LINEAR_NAMES.length + k] = u ? u.result.block_size : 0;
+      tensors.push(u ? u.tensor : null);
+    });
+  }
+  return { blockSizes, tensors };
+}
+
+function summariseActivations(
+  scheme: string,
+  tensors: (string | null)[],
+  blockSizes: Int32Array,
+  act: NativeActQuantStats[],
+): Pick<DynamicActivationsResult, 'scale_min' | 'scale_max' | 'global_scale_min' | 'global_scale_max' | 'clipped_fraction' | 'linears_quantized' | 'per_linear'> {
+  const per: DynamicActivationLinear[] = [];
+  let clipped = 0;
+  let elements = 0;
+  const lo = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
+  const hi = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.max(a, b));
+  let smin: number | null = null;
+  let smax: number | null = null;
+  let gmin: number | null = null;
+  let gmax: number | null = null;
+  act.forEach((a, i) => {
+    const tensor = tensors[i];
+    if (tensor === null || blockSizes[i] === 0) return;
+    per.push({
+      tensor,
+      block_size: blockSizes[i],
+      scale_min: a.scaleMin,
+      scale_max: a.scaleMax,
+      global_scale_min: a.globalMin,
+      global_scale_max: a.globalMax,
+      clipped: a.clipped,
+      elements: a.elements,
+    });
+    clipped += a.clipped;
+    elements += a.elements;
+    smin = lo(smin, a.scaleMin);
+    smax = hi(smax, a.scaleMax);
+    gmin = lo(gmin, a.globalMin);
+    gmax = hi(gmax, a.globalMax);
+  });
+  return {
+    scale_min: smin,
+    scale_max: smax,
+    global_scale_min: scheme === 'nvfp4' ? gmin : null,
+    global_scale_max: scheme === 'nvfp4' ? gmax : null,
+    clipped_fraction: elements > 0 ? clipped / elements : 0,
+    linears_quantized: per.length,
+    per_linear: per,
   };
 }
 
@@ -228,6 +342,30 @@ export async function validateSemanticAlignment(
       seconds: 0,
     };
     result.passed = result.mean_correlation >= threshold;
+    if (opts.dynamicActivations) {
+      if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'semantic validation cancelled');
+      const { blockSizes, tensors } = activationBlockSizes(prep.model, prep.plan);
+      const dyn = await prep.session.forward(prep.encoded, {
+        threads: opts.threads,
+        signal: opts.signal,
+        actQuant: { scheme: profile.format as SchemeName, blockSizes },
+      });
+      const c = compareSets(prep.encoded, prep.fp16, dyn.embeddings);
+      result.dynamic_activations = {
+        scheme: profile.format,
+        scale_rule: 'standard',
+        blocks: "per token, along the input features, the weight tensor's block size",
+        global_scale: profile.format === 'nvfp4' ? 'per sequence' : null,
+        mean_correlation: c.mean_correlation,
+        min_correlation: c.min_correlation,
+        worst_query: c.worst_query,
+        mean_cosine: c.mean_cosine,
+        retrieval_agreement: c.retrieval_agreement,
+        weight_only_mean_correlation: result.mean_correlation,
+        ...summariseActivations(profile.format, tensors, blockSizes, dyn.actQuant ?? []),
+        per_query: c.per_query.map((q) => ({ query: q.query, correlation: q.correlation })),
+      };
+    }
   } finally {
     prep.session.close();
   }
@@ -249,6 +387,12 @@ export async function validateSemanticAlignment(
         timestamp: new Date().toISOString(),
         calibscope_version: CALIBSCOPE_VERSION,
       };
+      if (result.dynamic_activations) {
+        summary.dynamic_activations = {
+          mean_correlation: result.dynamic_activations.mean_correlation,
+          min_correlation: result.dynamic_activations.min_correlation,
+        };
+      }
       try {
         await updateProfile(dir, (p) => {
           const next = p as ProfileWithValidation;

@@ -38,8 +38,9 @@ calibscope calibrate --pipeline FILE [--format F] [options]
   --mode M                ${CALIBRATION_MODES.join(' | ')} (default static): what the search
                           minimizes — plain squared error, or weighted by the layer inputs' E[x²]
                           (and attention-entropy head weights); see docs/modes.md. The weighted
-                          modes run the calibration queries (--queries FILE, default the shipped
-                          set) through the model once; the statistics are cached in <cache>/stats/
+                          modes run the calibration queries (--calibration-queries or --queries
+                          FILE, default the shipped set) through the model once; the statistics
+                          are cached in <cache>/stats/
   --threads N             worker threads per tensor (default: all cores)
   --cache DIR             cache folder (default ${defaultCacheDir()}); the profile goes to
                           <cache>/calibration/<model-id>/<format>-<config-hash>/ and a valid one
@@ -64,6 +65,7 @@ const SPEC = {
   cache: 'string',
   json: 'boolean',
   'no-diagnostics': 'boolean',
+  'calibration-queries': 'string',
   ...VALIDATE_SPEC,
 } as const;
 
@@ -105,8 +107,9 @@ function cacheOption(options: Record<string, string | boolean | undefined>): str
 async function configWithQueries(options: Record<string, string | boolean | undefined>): Promise<{ input: Partial<ConfigInput>; queries?: string[] }> {
   const input = configInput(options);
   if (input.mode !== undefined) parseMode(input.mode);
-  if (typeof options.queries !== 'string') return { input };
-  const { queries } = await loadQueries(options.queries);
+  const file = options['calibration-queries'] ?? options.queries;
+  if (typeof file !== 'string') return { input };
+  const { queries } = await loadQueries(file);
   return { input: { ...input, calibration_queries_hash: await calibrationQueriesHash(queries) }, queries };
 }
 
@@ -265,14 +268,14 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   const rows = done.map((p) => [
     p.model_id,
     p.format,
-    p.mode,
     p.cached ? `cached (${p.state_before})` : `calibrated (was ${p.state_before})`,
+    p.mode,
     String(p.tensors),
     `${eng(p.overall_mse_before)} → ${eng(p.overall_mse)}`,
     p.seconds.toFixed(2),
     p.profile_path,
   ]);
-  ctx.out(table(['model', 'format', 'mode', 'profile', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, false, true, false, true, false]));
+  ctx.out(table(['model', 'format', 'profile', 'mode', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, false, true, false, true, false]));
   const fresh = done.filter((p) => !p.cached).length;
   ctx.out('');
   ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);

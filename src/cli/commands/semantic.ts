@@ -10,6 +10,7 @@ import { calibrateCached, openCache } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { loadProfile } from '../../profiles/store.js';
 import { attributeDrift, type AttributionResult } from '../../semantic/attribution.js';
+import { calibrationQueriesHash } from '../../semantic/calibration_stats.js';
 import { embedWithInfo } from '../../semantic/embed.js';
 import { DEFAULT_QUERIES_FILE, loadQueries } from '../../semantic/queries.js';
 import { driftError, validateSemanticAlignment, type ValidationResult } from '../../semantic/validate.js';
@@ -17,7 +18,7 @@ import { CalibscopeError } from '../../util/errors.js';
 import { intOption, numberOption, parseArgs, type ParsedArgs } from '../args.js';
 import { CONFIG_SPEC, configInput } from '../config_options.js';
 import type { CommandContext } from '../context.js';
-import { table } from '../format.js';
+import { eng, table } from '../format.js';
 import { ProgressBar } from '../progress.js';
 
 const QUERIES_LINE = `  --queries FILE          one query a line (default: the shipped set, assets/${path.basename(DEFAULT_QUERIES_FILE)})`;
@@ -40,8 +41,17 @@ export const VALIDATE_HELP = `calibscope validate <model> (--profile DIR | --for
                           calibrated into the cache first when there is none
 ${QUERIES_LINE}
   --threshold T           least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})
+  --mode M                with --format: the profile of this calibration mode (docs/modes.md)
+  --calibration-queries FILE
+                          with --format and a weighted mode: the calibration query set the profile
+                          was (or is) calibrated with (default: the shipped set; --queries is only
+                          the validation set)
+  --dynamic-activations   also quantize every Linear layer's input on the fly (per token, blocks
+                          along the hidden dimension, the weight's scheme and block size, standard
+                          absmax scales) and report that correlation beside the weight-only one,
+                          with the range of activation scales seen (docs/modes.md)
   --json                  {"model_id", "format", "mean_correlation", "min_correlation", "per_query",
-                          "retrieval_agreement", "threshold", "passed", ...}`;
+                          "retrieval_agreement", "threshold", "passed", "dynamic_activations"?, ...}`;
 
 export const ATTRIBUTE_HELP = `calibscope attribute <model> (--format F [--cache DIR] | --profile DIR) [options]
 
@@ -50,10 +60,12 @@ export const ATTRIBUTE_HELP = `calibscope attribute <model> (--format F [--cache
   calibration, else FP16) so that the model passes the threshold, with its bits per weight.
 ${QUERIES_LINE}
   --threshold T           (default ${DEFAULT_CORRELATION_THRESHOLD})
+  --mode M, --calibration-queries FILE
+                          with --format: the calibration mode's profile, as for validate
   --json                  {"model_id", "format", "baseline", "ranking": [...], "suggestion": {...}}`;
 
 /** The options `calibrate --validate` adds. */
-export const VALIDATE_SPEC = { validate: 'boolean', queries: 'string', threshold: 'string' } as const;
+export const VALIDATE_SPEC = { validate: 'boolean', queries: 'string', threshold: 'string', 'dynamic-activations': 'boolean' } as const;
 
 const COMMON = { queries: 'string', threads: 'string', json: 'boolean' } as const;
 
@@ -89,7 +101,11 @@ async function resolveProfile(
     return { dir: path.resolve(options.profile), calibrated: false };
   }
   if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--profile DIR or --format F is required\n\n${help}`);
-  const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format });
+  // A weighted mode's calibration set: --calibration-queries, else the shipped set (never the
+  // validation queries, which would then be calibrated on).
+  const queries = typeof options['calibration-queries'] === 'string' ? (await loadQueries(options['calibration-queries'])).queries : undefined;
+  const queriesHashValue = queries ? await calibrationQueriesHash(queries) : null;
+  const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format, calibration_queries_hash: queriesHashValue });
   const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
   await openCache(cacheDir);
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
@@ -99,6 +115,7 @@ async function resolveProfile(
       model,
       config: calibrator.config,
       threads: intOption(options.threads, 'threads', 1, 1024),
+      queries: queriesHashValue === null ? undefined : queries,
       signal: ctx.signal,
       onProgress: (p) => bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `calibrating ${p.tensor ?? ''}`),
     });
@@ -149,6 +166,17 @@ function printValidation(ctx: CommandContext, r: ValidationResult): void {
     const n = r.truncated_queries.length;
     ctx.out(`${n} ${n === 1 ? 'query' : 'queries'} truncated at ${r.max_length} tokens: ${r.truncated_queries.map((t) => `#${t.index}`).join(', ')}`);
   }
+  const da = r.dynamic_activations;
+  if (da) {
+    const range = (a: number | null, b: number | null) => (a === null || b === null ? 'none' : `${eng(a)} … ${eng(b)}`);
+    ctx.out(
+      `dynamic activations (${da.scheme}, standard scales per token block, ${da.linears_quantized} Linear inputs): mean Pearson ` +
+        `${fixed(da.mean_correlation)} (min ${fixed(da.min_correlation)}) vs weight-only ${fixed(da.weight_only_mean_correlation)}; ` +
+        `activation scales s ${range(da.scale_min, da.scale_max)}` +
+        (da.global_scale_min !== null ? `, per-sequence g ${range(da.global_scale_min, da.global_scale_max)}` : '') +
+        `, ${(100 * da.clipped_fraction).toFixed(3)}% of elements clipped`,
+    );
+  }
   ctx.out(r.stored ? `recorded in ${path.join(r.profile_path ?? '', 'profile.json')}` : (r.store_note ?? 'not recorded'));
 }
 
@@ -159,7 +187,15 @@ function validationJson(r: ValidationResult): Record<string, unknown> {
 }
 
 export async function validateCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { positionals, options } = parseArgs(argv, { ...COMMON, ...CONFIG_SPEC, profile: 'string', cache: 'string', threshold: 'string' });
+  const { positionals, options } = parseArgs(argv, {
+    ...COMMON,
+    ...CONFIG_SPEC,
+    profile: 'string',
+    cache: 'string',
+    threshold: 'string',
+    'dynamic-activations': 'boolean',
+    'calibration-queries': 'string',
+  });
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'validate', VALIDATE_HELP);
   const threshold = thresholdOf(options);
@@ -188,6 +224,7 @@ async function runValidation(
       threads: intOption(options.threads, 'threads', 1, 1024),
       throwOnDrift: false,
       cacheDir,
+      dynamicActivations: Boolean(options['dynamic-activations']),
       signal: ctx.signal,
       onProgress: (f, d) => bar.update(f, d),
     });
@@ -203,7 +240,14 @@ async function runValidation(
 }
 
 export async function attributeCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { positionals, options } = parseArgs(argv, { ...COMMON, ...CONFIG_SPEC, profile: 'string', cache: 'string', threshold: 'string' });
+  const { positionals, options } = parseArgs(argv, {
+    ...COMMON,
+    ...CONFIG_SPEC,
+    profile: 'string',
+    cache: 'string',
+    threshold: 'string',
+    'calibration-queries': 'string',
+  });
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'attribute', ATTRIBUTE_HELP);
   const threshold = thresholdOf(options);
@@ -264,8 +308,12 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
 export const VALIDATE_HELP_LINES = `  --validate              then validate the profile semantically (FP16 vs quantized embeddings, see
                           \`calibscope validate\`); records the result in it, exits 1 with
                           E_SEMANTIC_DRIFT below the threshold
-  --queries FILE          --validate: the query set (default: assets/${path.basename(DEFAULT_QUERIES_FILE)})
-  --threshold T           --validate: least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})`;
+  --queries FILE          --validate: the query set, and the weighted modes' calibration set
+                          (default: assets/${path.basename(DEFAULT_QUERIES_FILE)})
+  --calibration-queries FILE
+                          the weighted modes' calibration set when it differs from --queries
+  --threshold T           --validate: least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})
+  --dynamic-activations   --validate: also with every Linear's input quantized (see validate)`;
 
 /** The outcome of `calibrate --validate`, for calibrate to print or put in its JSON. */
 export interface CalibrateValidation {
@@ -301,6 +349,7 @@ export async function validateAfterCalibrate(
           threads: intOption(options.threads, 'threads', 1, 1024),
           throwOnDrift: false,
           cacheDir,
+          dynamicActivations: Boolean(options['dynamic-activations']),
           signal: ctx.signal,
           onProgress: (f, d) => bar.update((i + f) / models.length, `validating ${i + 1}/${models.length}: ${d}`),
         }),
