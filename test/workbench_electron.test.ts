@@ -71,11 +71,13 @@ describe('electron policy', () => {
 
 describe('service process', () => {
   test('parses its arguments, ignoring the ones Electron adds', () => {
-    const a = parseHostArgs(['--no-sandbox', '--model', 'm', '--format', 'nvfp4', '--cache', 'c']);
+    const a = parseHostArgs(['--no-sandbox', '--model', 'm', '--format', 'nvfp4', '--cache', 'c', '--mode', 'entropy-aware']);
     assert.equal(a.model, path.resolve('m'));
     assert.equal(a.cacheDir, path.resolve('c'));
     assert.equal(a.format, 'nvfp4');
     assert.equal(a.pipeline, null);
+    assert.equal(a.mode, 'entropy-aware');
+    assert.equal(parseHostArgs([]).mode, undefined);
   });
 
   test('answers protocol requests and pushes events over process messages', async () => {

@@ -38,6 +38,8 @@ describe('validateRequest', () => {
     const grid = { modelId: 'm', tensor: 't', metric: 'improvement', maxRows: 400, maxCols: 800, rowStart: 0, rowEnd: 10 };
     assert.deepEqual(validateRequest('tensor.grid', grid).params, grid);
     validateRequest('calibrate.tensor', { modelId: 'm', tensor: 't', format: 'nvfp4', blockSizes: [16], policy: 'bits', search: 'ternary' });
+    for (const mode of ['static', 'activation-aware', 'entropy-aware']) assert.deepEqual(validateRequest('calibrate.tensor', { modelId: 'm', tensor: 't', mode }).params, { modelId: 'm', tensor: 't', mode });
+    validateRequest('validation.run', { modelId: 'm', attribution: false, dynamicActivations: true });
     validateRequest('signoff.submit', { modelId: 'm', reviewer: 'Ada', decision: 'rejected', note: '' });
   });
 
@@ -56,6 +58,10 @@ describe('validateRequest', () => {
     ['calibrate.tensor', { modelId: 'm', tensor: 't', format: 'fp3' }, /format/],
     ['calibrate.tensor', { modelId: 'm', tensor: 't', blockSizes: [] }, /blockSizes/],
     ['calibrate.tensor', { modelId: 'm', tensor: 't', blockSizes: [64, 'x'] }, /blockSizes/],
+    ['calibrate.tensor', { modelId: 'm', tensor: 't', mode: 'dynamic' }, /"mode" must be one of static, activation-aware, entropy-aware, got "dynamic"/],
+    ['calibrate.tensor', { modelId: 'm', tensor: 't', mode: 1 }, /"mode" must be a string/],
+    ['calibrate.tensor', { modelId: 'm', tensor: 't', mode: 'Static' }, /"mode" must be one of/],
+    ['validation.run', { modelId: 'm', dynamicActivations: 'yes' }, /dynamicActivations.*true or false/],
     ['calibrate.model', { modelId: 'm', force: 'yes' }, /force.*true or false/],
     ['signoff.submit', { modelId: 'm', reviewer: ' ', decision: 'approved', note: '' }, /reviewer.*empty/],
     ['signoff.submit', { modelId: 'm', reviewer: 'A', decision: 'maybe', note: '' }, /decision/],

@@ -139,6 +139,7 @@ describe('calibscope serve: bad arguments', () => {
     [['--port', '70000'], /--port must be an integer/],
     [['--pipeline', 'a.json', '--model', 'm'], /give --pipeline or --model, not both/],
     [['--format', 'fp3'], /unknown format "fp3"/],
+    [['--mode', 'dynamic'], /unknown calibration mode "dynamic": expected static, activation-aware, entropy-aware/],
     [['--colour', 'x'], /unknown option --colour/],
     [['--pipeline', path.join(os.tmpdir(), 'calibscope-no-such', 'pipeline.json')], /no such pipeline manifest/],
   ];

@@ -1,8 +1,10 @@
 // The workbench service for real: the bert-tiny fixture calibrated into a private cache, then
 // every request the UI makes — profile, per-block grid (checked against the profile folder's
 // files read independently), exact blocks, the |x·s| histogram, re-run with keep/discard,
-// sign-off, jobs with progress and cancellation, and errors as protocol errors.
+// sign-off, jobs with progress and cancellation, and errors as protocol errors. Then the
+// calibration modes: a weighted profile's re-runs against the CLI's calibration of the same tensor.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -303,5 +305,136 @@ describe('workbench service: a pipeline with a broken model', () => {
     } finally {
       await service.shutdown();
     }
+  });
+});
+
+/** `calibscope calibrate MODEL --include TENSOR --mode MODE --out DIR`: the CLI's calibration of one tensor. */
+function cliCalibrate(tensor: string, mode: string, cache: string, out: string): any {
+  const r = spawnSync(
+    process.execPath,
+    ['bin/calibscope.js', 'calibrate', MODEL, '--format', 'fp4', '--mode', mode, '--include', tensor, '--cache', cache, '--out', out, '--json'],
+    { cwd: ROOT, encoding: 'utf8', timeout: 60_000, maxBuffer: 64 << 20 },
+  );
+  assert.equal(r.status, 0, `status ${r.status}: ${r.stderr.slice(0, 1500)}`);
+  return JSON.parse(r.stdout).profile.tensor_calibrations[tensor];
+}
+
+describe('workbench service: calibration modes (bert-tiny-a, fp4, serve --mode activation-aware)', () => {
+  const cache = path.join(scratch, 'modes-cache');
+  let service: WorkbenchService;
+  let modelId: string;
+  let profileDir: string;
+  const profile = () => JSON.parse(fs.readFileSync(path.join(profileDir, 'profile.json'), 'utf8'));
+
+  before(async () => {
+    service = new WorkbenchService({ cacheDir: cache, mode: 'browser', calibrationMode: 'activation-aware' });
+    const ws = await service.call('workspace.openModel', { path: MODEL });
+    assert.equal(ws.calibrationMode, 'activation-aware');
+    assert.equal(ws.models[0].mode, 'activation-aware', 'the mode a calibration will use');
+    modelId = ws.models[0].id;
+    const done = await run(service, await service.call('calibrate.model', { modelId }));
+    assert.equal(done.status, 'done', JSON.stringify(done.error));
+    assert.match(done.label, /activation-aware/);
+    profileDir = (await service.call('workspace.get', {})).models[0].profilePath!;
+  });
+  after(() => service.shutdown());
+
+  test('the workspace and profile views carry the mode, the objective and the statistics', async () => {
+    const json = profile();
+    assert.equal(json.mode, 'activation-aware');
+    const v = await service.call('profile.get', { modelId });
+    assert.equal(v.summary.mode, 'activation-aware');
+    assert.equal(v.summary.overallObjective, json.overall_objective);
+    assert.equal(v.summary.overallObjectiveBefore, json.overall_objective_before);
+    assert.deepEqual(v.statistics, json.statistics);
+    assert.deepEqual(v.modeDetails, json.mode_details);
+    assert.match(v.statistics!.hash, /^sha256:[0-9a-f]{64}$/);
+    for (const t of v.tensors) {
+      assert.equal(t.mode, 'activation-aware');
+      assert.equal(t.objective_after, json.tensor_calibrations[t.tensor_name].objective_after);
+      assert.equal(t.weighting, t.tensor_name.startsWith('embeddings.') ? 'none' : 'activation', t.tensor_name);
+    }
+    const info = await service.call('app.info', {});
+    assert.deepEqual(info.calibrationModes, ['static', 'activation-aware', 'entropy-aware']);
+  });
+
+  test('validation with dynamic activations shows both correlations and the activation scales', async (t) => {
+    const info = await service.call('app.info', {});
+    if (!info.semanticAvailable) return t.skip(`semantic validation unavailable: ${info.semanticReason}`);
+    const job = await run(service, await service.call('validation.run', { modelId, dynamicActivations: true }));
+    assert.equal(job.status, 'done', JSON.stringify(job.error));
+    const v = await service.call('validation.get', { modelId });
+    const stored = profile().semantic_validation;
+    assert.ok(v.dynamicActivations && stored.dynamic_activations);
+    assert.equal(v.dynamicActivations.meanCorrelation, stored.dynamic_activations.mean_correlation);
+    assert.equal(v.dynamicActivations.minCorrelation, stored.dynamic_activations.min_correlation);
+    assert.equal(v.dynamicActivations.weightOnlyMeanCorrelation, v.meanCorrelation);
+    assert.ok(v.dynamicActivations.scaleMin! > 0 && v.dynamicActivations.scaleMin! <= v.dynamicActivations.scaleMax!);
+    assert.ok(v.dynamicActivations.linearsQuantized! > 0);
+    // A plain validation afterwards replaces it: the view no longer claims dynamic figures.
+    assert.equal((await run(service, await service.call('validation.run', { modelId }))).status, 'done');
+    assert.equal((await service.call('validation.get', { modelId })).dynamicActivations, null);
+  });
+
+  test('a re-run in the profile\'s weighted mode gives the CLI\'s scales for that tensor; keeping it keeps them', async () => {
+    const name = 'encoder.layer.0.intermediate.dense.weight';
+    const cli = path.join(scratch, 'cli-activation');
+    const want = cliCalibrate(name, 'activation-aware', cache, cli);
+    const wantScales = await f32(path.join(cli, 'scales.safetensors'), name);
+    const job = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name }));
+    assert.equal(job.status, 'done', JSON.stringify(job.error));
+    const r = job.rerun!;
+    assert.equal(r.mode, 'activation-aware');
+    assert.equal(r.beforeMode, 'activation-aware');
+    assert.equal(r.after.weighting, 'activation');
+    for (const k of ['block_size', 'mse_before', 'mse_after', 'objective_before', 'objective_after', 'outlier_count'] as const) assert.equal(r.after[k], want[k], k);
+    const kept = await service.call('rerun.keep', { rerunId: r.rerunId });
+    assert.deepEqual(await f32(path.join(profileDir, 'scales.safetensors'), name), wantScales);
+    assert.equal(kept.tensors.find((x) => x.tensor_name === name)!.objective_after, want.objective_after);
+
+    // The same tensor in static mode: plain-MSE scales (other than the weighted ones), no objective.
+    const st = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name, mode: 'static' }));
+    assert.equal(st.rerun!.mode, 'static');
+    assert.equal(st.rerun!.after.objective_after, undefined);
+    assert.equal(st.rerun!.after.weighting, undefined);
+    assert.ok(st.rerun!.after.mse_after < want.mse_after, `static ${st.rerun!.after.mse_after} vs weighted ${want.mse_after}`);
+    await service.call('rerun.discard', { rerunId: st.rerun!.rerunId });
+  });
+
+  test('a re-run in another mode (entropy-aware) is weighted like the CLI\'s; keeping it recomputes the overall objective', async () => {
+    const name = 'encoder.layer.1.attention.output.dense.weight';
+    const cli = path.join(scratch, 'cli-entropy');
+    const want = cliCalibrate(name, 'entropy-aware', cache, cli);
+    const before = profile();
+    const job = await run(service, await service.call('calibrate.tensor', { modelId, tensor: name, mode: 'entropy-aware' }));
+    assert.equal(job.status, 'done', JSON.stringify(job.error));
+    assert.match(job.label, /entropy-aware/);
+    const r = job.rerun!;
+    assert.equal(r.after.weighting, 'activation+head_columns');
+    assert.equal(r.after.objective_after, want.objective_after);
+    assert.notEqual(r.after.objective_after, before.tensor_calibrations[name].objective_after);
+    const kept = await service.call('rerun.keep', { rerunId: r.rerunId });
+    assert.deepEqual(await f32(path.join(profileDir, 'scales.safetensors'), name), await f32(path.join(cli, 'scales.safetensors'), name));
+    const json = profile();
+    assert.equal(json.mode, 'activation-aware', 'the profile keeps its mode');
+    assert.deepEqual(json.draft.tensor_modes[name], { mode: 'entropy-aware', statistics_hash: json.statistics.hash });
+    assert.equal(kept.tensors.find((x) => x.tensor_name === name)!.mode, 'entropy-aware');
+    // overall MSE and objective: element-weighted means over the tensors, as the calibrator's.
+    const list = Object.values<any>(json.tensor_calibrations);
+    const n = list.reduce((a, x) => a + x.numel, 0);
+    const mean = (f: (x: any) => number) => list.reduce((a, x) => a + f(x) * x.numel, 0) / n;
+    const close = (a: number, b: number) => assert.ok(Math.abs(a - b) <= 1e-12 * Math.abs(b), `${a} vs ${b}`);
+    close(json.overall_objective, mean((x) => x.objective_after));
+    close(json.overall_objective_before, mean((x) => x.objective_before));
+    close(json.overall_mse, mean((x) => x.mse_after));
+    assert.notEqual(json.overall_objective, before.overall_objective);
+    assert.equal(kept.summary.overallObjective, json.overall_objective);
+  });
+
+  test('the re-run mode is checked like the other arguments', async () => {
+    const out = await service.request('calibrate.tensor', { modelId, tensor: 'pooler.dense.weight', mode: 'dynamic' });
+    assert.equal(out.ok, false);
+    assert.equal(!out.ok && out.error.code, 'E_BAD_ARGUMENT');
+    assert.match(!out.ok ? out.error.message : '', /"mode" must be one of static, activation-aware, entropy-aware/);
   });
 });

@@ -37,7 +37,7 @@ async function until(store: WorkbenchStore, ok: () => boolean, what: string, ms 
 function row(name: string, over: Partial<TensorRow>): TensorRow {
   return {
     tensor_name: name, format: 'fp4', block_size: 64, mse_before: 1, mse_after: 1, improvement_ratio: 1, outlier_count: 0, shape: [4, 64], numel: 256,
-    scale_encoding: 'fp32', bits_per_weight: 4.5, dtype: 'F16', search: 'exact', block_sizes_tried: [], block_sizes_dominated: [], nonfinite_excluded: 0, rows: 4, blocks: 1, ...over,
+    scale_encoding: 'fp32', bits_per_weight: 4.5, dtype: 'F16', search: 'exact', block_sizes_tried: [], block_sizes_dominated: [], nonfinite_excluded: 0, rows: 4, blocks: 1, mode: 'static', ...over,
   };
 }
 

@@ -29,6 +29,11 @@ export function shape(s: readonly number[]): string {
   return s.join('×');
 }
 
+/** A calibration mode, short enough for the model list. */
+export function modeShort(m: string): string {
+  return m === 'activation-aware' ? 'act-aware' : m === 'entropy-aware' ? 'entropy' : m;
+}
+
 export function percent(f: number): string {
   return `${Math.round(f * 100)}%`;
 }

@@ -94,7 +94,8 @@ export interface WorkbenchState {
   signOff(p: Omit<SignOffParams, 'modelId'>): Promise<boolean>;
   openModel(path: string, format?: string): Promise<void>;
   openPipeline(path: string, format?: string): Promise<void>;
-  runValidation(attribution: boolean): Promise<void>;
+  /** `dynamicActivations`: also with every Linear's input quantized per batch. */
+  runValidation(attribution: boolean, dynamicActivations?: boolean): Promise<void>;
   toast(kind: Toast['kind'], text: string, code?: string): void;
   dismissToast(id: number): void;
 }
@@ -421,10 +422,10 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
         await call('workspace.openPipeline', { path, ...(format ? { format: format as never } : {}) });
       },
 
-      async runValidation(attribution) {
+      async runValidation(attribution, dynamicActivations) {
         const id = get().selectedModel;
         if (!id) return;
-        const j = await call('validation.run', { modelId: id, attribution });
+        const j = await call('validation.run', { modelId: id, attribution, ...(dynamicActivations ? { dynamicActivations } : {}) });
         if (j) set({ jobs: { ...get().jobs, [j.id]: j } });
       },
 

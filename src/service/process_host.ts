@@ -3,6 +3,8 @@
 // responses and events out. The Electron main process only forwards, so heavy work never
 // blocks the window's main thread.
 import path from 'node:path';
+import { parseMode } from '../calibration/modes.js';
+import type { CalibrationMode } from '../calibration/types.js';
 import { defaultCacheDir } from '../profiles/paths.js';
 import { asCalibscopeError } from '../util/errors.js';
 import { openDefaultWorkspace } from './default_workspace.js';
@@ -14,9 +16,11 @@ export interface HostArgs {
   pipeline: string | null;
   model: string | null;
   format: string | undefined;
+  /** The calibration mode as given (checked when the service starts). */
+  mode: string | undefined;
 }
 
-/** The host's own arguments: --cache DIR, --pipeline FILE | --model DIR, --format F (others are ignored: Electron adds its own). */
+/** The host's own arguments: --cache DIR, --pipeline FILE | --model DIR, --format F, --mode M (others are ignored: Electron adds its own). */
 export function parseHostArgs(argv: readonly string[]): HostArgs {
   const get = (name: string) => {
     const i = argv.indexOf(`--${name}`);
@@ -30,6 +34,7 @@ export function parseHostArgs(argv: readonly string[]): HostArgs {
     pipeline: pipeline ? path.resolve(pipeline) : null,
     model: model ? path.resolve(model) : null,
     format: get('format'),
+    mode: get('mode'),
   };
 }
 
@@ -45,7 +50,15 @@ export async function runServiceHost(argv: readonly string[] = process.argv.slic
   const args = parseHostArgs(argv);
   const port = (process as unknown as { parentPort?: ParentPortLike }).parentPort;
   const post = (m: ServerMessage | { type: 'ready' } | { type: 'fatal'; error: unknown }) => (port ? port.postMessage(m) : process.send?.(m));
-  const service = new WorkbenchService({ cacheDir: args.cacheDir, mode: 'electron' });
+  // A bad --mode is reported like a model that cannot be opened; the service then runs static.
+  let calibrationMode: CalibrationMode = 'static';
+  let modeError: unknown = null;
+  try {
+    calibrationMode = parseMode(args.mode);
+  } catch (err) {
+    modeError = err;
+  }
+  const service = new WorkbenchService({ cacheDir: args.cacheDir, mode: 'electron', calibrationMode });
   service.onEvent((event) => post({ type: 'event', event }));
 
   const onMessage = async (raw: unknown) => {
@@ -64,6 +77,7 @@ export async function runServiceHost(argv: readonly string[] = process.argv.slic
   process.on('disconnect', () => void service.shutdown().then(() => process.exit(0)));
 
   try {
+    if (modeError) throw modeError;
     if (args.pipeline) await service.openPipeline(args.pipeline, args.format);
     else if (args.model) await service.openModel(args.model, args.format);
     else openDefaultWorkspace(service, args.format);

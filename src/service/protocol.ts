@@ -1,10 +1,10 @@
 // The workbench's one typed contract: every request with its parameters and result, every event,
 // and the messages that carry them. Electron IPC and the browser mode's WebSocket carry exactly
 // these shapes; the renderer imports this file's types only (no runtime code lives here).
-import type { BlockPolicy, CalibrationResult, QuantFormat, SignOff } from '../calibration/types.js';
+import type { BlockPolicy, CalibrationMode, CalibrationResult, ModeDetails, QuantFormat, SignOff, StatisticsRef } from '../calibration/types.js';
 import type { ErrorCode } from '../util/errors.js';
 
-export type { BlockPolicy, CalibrationResult, QuantFormat, SignOff } from '../calibration/types.js';
+export type { BlockPolicy, CalibrationMode, CalibrationResult, ModeDetails, QuantFormat, SignOff, StatisticsRef, WeightingKind } from '../calibration/types.js';
 export type SearchMode = 'exact' | 'ternary' | 'naive';
 
 /** An error as it crosses the protocol. */
@@ -33,6 +33,8 @@ export interface AppInfo {
   /** Whether semantic validation (issue: semantic alignment) is built in. */
   semanticAvailable: boolean;
   semanticReason: string | null;
+  /** The calibration modes a re-run may choose (docs/modes.md). */
+  calibrationModes: CalibrationMode[];
 }
 
 /** One row of the model list. */
@@ -40,6 +42,9 @@ export interface ModelSummary {
   id: string;
   path: string;
   format: QuantFormat;
+  /** The profile's calibration mode ('static' for profiles written before modes existed); with no
+   *  profile, the mode a calibration would use. */
+  mode: CalibrationMode;
   state: ProfileState;
   /** Why the state is what it is (e.g. "checkpoint changed since calibration"). */
   reason: string | null;
@@ -47,6 +52,9 @@ export interface ModelSummary {
   profilePath: string | null;
   overallMse: number | null;
   overallMseBefore: number | null;
+  /** Weighted profiles: the element-weighted mean of the searched objective (null for static). */
+  overallObjective: number | null;
+  overallObjectiveBefore: number | null;
   meanCorrelation: number | null;
   /** null: nothing to judge yet (no profile or no validation and no MSE threshold). */
   passed: boolean | null;
@@ -66,14 +74,19 @@ export interface WorkspaceView {
   name: string;
   /** True for the embedded tiny demo opened because nothing else was. */
   isDemo: boolean;
+  /** The mode Calibrate uses for models that do not name one (the service's configuration). */
+  calibrationMode: CalibrationMode;
   thresholds: Thresholds;
   models: ModelSummary[];
 }
 
-/** One row of the tensor table: the profile's result plus the arrays' shape. */
+/** One row of the tensor table: the profile's result plus the arrays' shape. `objective_before`,
+ *  `objective_after` and `weighting` are there when the tensor was calibrated in a weighted mode. */
 export interface TensorRow extends CalibrationResult {
   rows: number;
   blocks: number;
+  /** The mode this tensor was calibrated in: the profile's, or that of a kept re-run. */
+  mode: CalibrationMode;
 }
 
 export interface ProfileView {
@@ -84,6 +97,10 @@ export interface ProfileView {
   tensors: TensorRow[];
   /** Whether per-block diagnostics (MSE before/after, outliers) were written. */
   hasDiagnostics: boolean;
+  /** The profile's exact weighting (null for profiles written before modes existed). */
+  modeDetails: ModeDetails | null;
+  /** Weighted profiles: the calibration statistics used. */
+  statistics: StatisticsRef | null;
 }
 
 export type GridMetric = 'scale' | 'mse_before' | 'mse_after' | 'improvement' | 'outliers';
@@ -168,6 +185,21 @@ export interface AttributionEntry {
   correlation: number;
 }
 
+/** Validation with every Linear layer's input also quantized per batch (docs/modes.md). The
+ *  summary in profile.json has the two correlations; the rest is there while the service keeps the run. */
+export interface DynamicActivationsView {
+  meanCorrelation: number;
+  minCorrelation: number;
+  weightOnlyMeanCorrelation: number | null;
+  retrievalAgreement: number | null;
+  scaleMin: number | null;
+  scaleMax: number | null;
+  globalScaleMin: number | null;
+  globalScaleMax: number | null;
+  clippedFraction: number | null;
+  linearsQuantized: number | null;
+}
+
 export interface ValidationView {
   available: boolean;
   /** Why validation is not shown (not built in, or not run yet). */
@@ -181,6 +213,7 @@ export interface ValidationView {
   passed: boolean | null;
   attribution: AttributionEntry[] | null;
   suggestion: { keepHigher: { tensor: string; format: string }[]; bitsPerWeight: number | null; passes: boolean | null } | null;
+  dynamicActivations: DynamicActivationsView | null;
 }
 
 export type JobKind = 'calibrate-model' | 'calibrate-pipeline' | 'calibrate-tensor' | 'validate' | 'attribute' | 'demo';
@@ -193,6 +226,9 @@ export interface RerunResult {
   tensor: string;
   before: CalibrationResult;
   after: CalibrationResult;
+  /** The mode of the current result and of the re-run. */
+  beforeMode: CalibrationMode;
+  mode: CalibrationMode;
 }
 
 export interface JobInfo {
@@ -226,6 +262,8 @@ export interface RerunParams {
   blockSizes?: number[];
   policy?: BlockPolicy;
   search?: SearchMode;
+  /** Default: the profile's mode. The weighted modes use the profile's calibration query set. */
+  mode?: CalibrationMode;
 }
 
 export interface SignOffParams {
@@ -256,7 +294,8 @@ export interface Requests {
   'job.cancel': { params: { jobId: string }; result: { cancelled: boolean } };
   'jobs.list': { params: Record<string, never>; result: JobInfo[] };
   'validation.get': { params: { modelId: string }; result: ValidationView };
-  'validation.run': { params: { modelId: string; attribution?: boolean }; result: JobInfo };
+  /** `dynamicActivations`: also validate with every Linear's input quantized per batch. */
+  'validation.run': { params: { modelId: string; attribution?: boolean; dynamicActivations?: boolean }; result: JobInfo };
   'signoff.submit': { params: SignOffParams; result: ProfileView };
 }
 

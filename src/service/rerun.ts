@@ -1,16 +1,20 @@
 // Re-running one tensor with other settings, and keeping the result: the profile is rewritten as a
-// new draft (all other tensors' scales and diagnostics copied over, overall MSE recomputed, any
-// sign-off and validation result dropped, since they vouched for the old content).
+// new draft (all other tensors' scales and diagnostics copied over, overall MSE and objective
+// recomputed, any sign-off and validation result dropped, since they vouched for the old content).
+// A weighted mode (the profile's, or the one the re-run chose) weights the search exactly as the
+// calibrator does: the same cached calibration statistics of the profile's query set.
 import { makeConfig } from '../calibration/config.js';
+import { modeNeedsStats, tensorWeighting, type TensorWeighting } from '../calibration/modes.js';
 import { calibrateTensorData, type TensorCalibration } from '../calibration/tensor_calibration.js';
-import type { CalibrationResult } from '../calibration/types.js';
+import type { CalibrationMode, CalibrationResult } from '../calibration/types.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { acquireLock, lockPathFor } from '../profiles/lock.js';
 import { loadProfile, saveProfile } from '../profiles/store.js';
+import { calibrationStatsCached, resolveCalibrationQueries } from '../semantic/calibration_stats.js';
 import { CalibscopeError } from '../util/errors.js';
 import { readBlockArrays } from './block_data.js';
 import type { RerunParams } from './protocol.js';
-import type { DraftProfile, WorkspaceModel } from './workspace.js';
+import { profileMode, tensorMode, type DraftProfile, type WorkspaceModel } from './workspace.js';
 
 export interface PendingRerun {
   rerunId: string;
@@ -19,18 +23,49 @@ export interface PendingRerun {
   baseTimestamp: string;
   before: CalibrationResult;
   tc: TensorCalibration;
+  mode: CalibrationMode;
+  /** The calibration statistics the re-run was weighted by (null for static). */
+  statisticsHash: string | null;
 }
 
-/** Calibrates one tensor of the model's checkpoint with the re-run's settings. */
+export interface RerunOutcome {
+  before: CalibrationResult;
+  beforeMode: CalibrationMode;
+  baseTimestamp: string;
+  tc: TensorCalibration;
+  mode: CalibrationMode;
+  statisticsHash: string | null;
+}
+
+/** The calibration queries of the profile's config: the shipped set (the only one the workbench has). */
+async function profileQueries(profile: DraftProfile, mode: CalibrationMode, dir: string): Promise<string[]> {
+  const want = profile.config.calibration_queries_hash ?? null;
+  if (want !== null) {
+    throw new CalibscopeError(
+      'E_BAD_ARGUMENT',
+      `profile ${dir} was calibrated with the query set ${want}, which the workbench does not have (it uses the shipped set): ` +
+        `re-run this tensor in ${mode} mode with the CLI (calibscope calibrate --calibration-queries FILE)`,
+      { path: dir, mode, calibration_queries_hash: want },
+    );
+  }
+  return resolveCalibrationQueries({ mode, calibration_queries_hash: null });
+}
+
+/**
+ * Calibrates one tensor of the model's checkpoint with the re-run's settings. `cacheDir` holds the
+ * calibration statistics of the weighted modes (collected there when missing).
+ */
 export async function rerunTensor(
   m: WorkspaceModel,
   p: RerunParams,
+  cacheDir: string,
   signal: AbortSignal,
-  onProgress: (f: number) => void,
-): Promise<{ before: CalibrationResult; baseTimestamp: string; tc: TensorCalibration }> {
+  onProgress: (f: number, detail: string) => void,
+): Promise<RerunOutcome> {
   const profile = (await loadProfile(m.profileDir)) as DraftProfile;
   const before = profile.tensor_calibrations[p.tensor];
   if (!before) throw new CalibscopeError('E_NOT_FOUND', `profile ${m.profileDir}: tensor '${p.tensor}' was not calibrated`, { tensor: p.tensor });
+  const mode = p.mode ?? profileMode(profile);
   const config = makeConfig({
     format: p.format ?? before.format,
     block_sizes: p.blockSizes,
@@ -38,31 +73,56 @@ export async function rerunTensor(
     bits_tolerance: profile.config.bits_tolerance,
     search: p.search ?? profile.config.search,
     allow_nonfinite: profile.config.allow_nonfinite,
+    mode,
   });
+  // The statistics take the first part of the bar when they have to be collected.
+  const statsShare = modeNeedsStats(mode) ? 0.5 : 0;
+  let stats = null;
+  if (modeNeedsStats(mode)) {
+    const queries = await profileQueries(profile, mode, m.profileDir);
+    onProgress(0, 'calibration statistics');
+    stats = (
+      await calibrationStatsCached(m.path, queries, {
+        cacheDir,
+        modelId: m.id,
+        signal,
+        onProgress: (f, d) => onProgress(statsShare * f, d),
+      })
+    ).stats;
+  }
   const ckpt = await openCheckpoint(m.path);
   try {
     const info = ckpt.tensor(p.tensor);
     if (!info) throw new CalibscopeError('E_NOT_FOUND', `${ckpt.root}: the checkpoint has no tensor '${p.tensor}'`, { tensor: p.tensor });
+    // Exactly the calibrator's weighting of this tensor in this mode (embeddings: plain, 'none').
+    const weighting: TensorWeighting | undefined = stats ? tensorWeighting(mode, info.name, info.shape, stats) : undefined;
     const data = await ckpt.readTensor(info);
     const tc = await calibrateTensorData(
       { name: info.name, dtype: info.dtype, shape: info.shape, data },
       config,
-      { diagnostics: true, signal, onProgress },
+      { diagnostics: true, signal, onProgress: (f) => onProgress(statsShare + (1 - statsShare) * f, p.tensor), weighting },
       info.file,
     );
-    return { before, baseTimestamp: profile.timestamp, tc };
+    return {
+      before,
+      beforeMode: tensorMode(profile, p.tensor),
+      baseTimestamp: profile.timestamp,
+      tc,
+      mode,
+      statisticsHash: stats ? stats.statistics_hash : null,
+    };
   } finally {
     await ckpt.close();
   }
 }
 
-/** Element-weighted mean of the tensors' MSE (the calibrator's overall_mse). */
-function overall(results: CalibrationResult[], key: 'mse_before' | 'mse_after'): number {
+/** Element-weighted mean over the tensors, as the calibrator's overall_mse and overall_objective. */
+function overall(results: CalibrationResult[], value: (r: CalibrationResult) => number): number {
   let sum = 0;
   let n = 0;
   for (const r of results) {
     const k = r.numel - r.nonfinite_excluded;
-    sum += r[key] * k;
+    sum += value(r) * k;
     n += k;
   }
   return n > 0 ? sum / n : 0;
@@ -84,19 +144,32 @@ export async function keepRerun(pending: PendingRerun): Promise<DraftProfile> {
     const list = Object.values(results);
     const now = new Date().toISOString();
     const changed = [...new Set([...(old.draft?.changed_tensors ?? []), name])];
+    const tensorModes = { ...(old.draft?.tensor_modes ?? {}), [name]: { mode: pending.mode, statistics_hash: pending.statisticsHash } };
     // A validation result vouched for the old scales: it goes with them.
     const { semantic_validation: _dropped, ...kept } = old as DraftProfile & { semantic_validation?: unknown };
     const next: DraftProfile = {
       ...kept,
       timestamp: now,
       tensor_calibrations: results,
-      overall_mse: overall(list, 'mse_after'),
-      overall_mse_before: overall(list, 'mse_before'),
+      overall_mse: overall(list, (r) => r.mse_after),
+      overall_mse_before: overall(list, (r) => r.mse_before),
       semantic_correlation: null,
       scales_sha256: null,
       review: null,
-      draft: { based_on: old.draft?.based_on ?? old.timestamp, changed_tensors: changed, time: now, previous_review: old.review ?? old.draft?.previous_review ?? null },
+      draft: {
+        based_on: old.draft?.based_on ?? old.timestamp,
+        changed_tensors: changed,
+        time: now,
+        previous_review: old.review ?? old.draft?.previous_review ?? null,
+        tensor_modes: tensorModes,
+      },
     };
+    // A weighted profile's overall objective, as the calibrator computes it; a tensor re-run in
+    // static mode has no weighted objective and counts with its plain squared error (as 'none').
+    if (modeNeedsStats(profileMode(old))) {
+      next.overall_objective = overall(list, (r) => r.objective_after ?? r.mse_after);
+      next.overall_objective_before = overall(list, (r) => r.objective_before ?? r.mse_before);
+    }
     async function* tensors(): AsyncGenerator<TensorCalibration> {
       for (const t of Object.keys(results)) {
         if (t === name) {

@@ -9,11 +9,13 @@ import { attributeDrift, type AttributionResult } from '../semantic/attribution.
 import { loadQueries } from '../semantic/queries.js';
 import { validateSemanticAlignment, type ProfileWithValidation, type ValidationResult } from '../semantic/validate.js';
 import { CalibscopeError } from '../util/errors.js';
-import type { ValidationView } from './protocol.js';
+import type { DynamicActivationsView, ValidationView } from './protocol.js';
 import type { WorkspaceModel } from './workspace.js';
 
 export interface SemanticRunOptions {
   attribution: boolean;
+  /** Also embed with every Linear's input quantized per batch (docs/modes.md). */
+  dynamicActivations?: boolean;
   signal: AbortSignal;
   cacheDir: string;
   onProgress: (fraction: number, detail: string) => void;
@@ -31,6 +33,40 @@ interface Kept {
   key: string;
   validation: ValidationResult | null;
   attribution: AttributionResult | null;
+}
+
+/** The dynamic-activations figures: all of them from a run the service keeps, the two correlations from profile.json. */
+function dynamicView(v: ValidationResult | null, summary: ProfileWithValidation['semantic_validation']): DynamicActivationsView | null {
+  const d = v?.dynamic_activations;
+  if (d) {
+    return {
+      meanCorrelation: d.mean_correlation,
+      minCorrelation: d.min_correlation,
+      weightOnlyMeanCorrelation: d.weight_only_mean_correlation,
+      retrievalAgreement: d.retrieval_agreement,
+      scaleMin: d.scale_min,
+      scaleMax: d.scale_max,
+      globalScaleMin: d.global_scale_min,
+      globalScaleMax: d.global_scale_max,
+      clippedFraction: d.clipped_fraction,
+      linearsQuantized: d.linears_quantized,
+    };
+  }
+  // A kept run without dynamic activations is newer than anything the summary could say.
+  const s = v ? undefined : summary?.dynamic_activations;
+  if (!s) return null;
+  return {
+    meanCorrelation: s.mean_correlation,
+    minCorrelation: s.min_correlation,
+    weightOnlyMeanCorrelation: summary?.mean_correlation ?? null,
+    retrievalAgreement: null,
+    scaleMin: null,
+    scaleMax: null,
+    globalScaleMin: null,
+    globalScaleMax: null,
+    clippedFraction: null,
+    linearsQuantized: null,
+  };
 }
 
 function contentKey(p: ModelCalibrationProfile): string {
@@ -85,6 +121,7 @@ export class SemanticBridge implements SemanticSupport {
             passes: a.suggestion.passes,
           }
         : null,
+      dynamicActivations: dynamicView(v, summary),
     };
   }
 
@@ -98,6 +135,7 @@ export class SemanticBridge implements SemanticSupport {
       cacheDir: opts.cacheDir,
       signal: opts.signal,
       throwOnDrift: false,
+      dynamicActivations: opts.dynamicActivations ?? false,
       onProgress: (f, d) => opts.onProgress(share * f, d),
     });
     let attribution: AttributionResult | null = null;

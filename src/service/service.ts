@@ -5,6 +5,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { configHash } from '../calibration/config.js';
+import { CALIBRATION_MODES, parseMode } from '../calibration/modes.js';
+import type { CalibrationMode } from '../calibration/types.js';
 import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { openCache, calibrateCached } from '../profiles/cache.js';
@@ -34,18 +36,23 @@ import { keepRerun, rerunTensor, type PendingRerun } from './rerun.js';
 import { openDefaultWorkspace } from './default_workspace.js';
 import { semanticSupport } from './semantic.js';
 import { validateRequest } from './validate.js';
-import { Workspace, type DraftProfile, type WorkspaceModel } from './workspace.js';
+import { Workspace, tensorMode, type DraftProfile, type WorkspaceModel } from './workspace.js';
 import { rowsCols } from '../calibration/tensor_calibration.js';
 
 export interface ServiceOptions {
   cacheDir: string;
+  /** The front door (not the calibration mode). */
   mode: AppInfo['mode'];
+  /** The calibration mode for models that do not name one (a pipeline manifest's per-model `mode`
+   *  wins); default static. */
+  calibrationMode?: CalibrationMode;
 }
 
 type Handler<M extends Method> = (params: Params<M>) => Promise<Result<M>>;
 
 export class WorkbenchService {
   readonly cacheDir: string;
+  readonly calibrationMode: CalibrationMode;
   private workspace: Workspace;
   private readonly listeners = new Set<(e: ServiceEvent) => void>();
   private readonly jobs: JobManager;
@@ -56,7 +63,8 @@ export class WorkbenchService {
 
   constructor(private readonly opts: ServiceOptions) {
     this.cacheDir = opts.cacheDir;
-    this.workspace = Workspace.empty(opts.cacheDir);
+    this.calibrationMode = parseMode(opts.calibrationMode);
+    this.workspace = Workspace.empty(opts.cacheDir, this.calibrationMode);
     this.jobs = new JobManager((type, job) => this.emit({ type, job }));
     this.handlers = {
       'app.info': async () => this.appInfo(),
@@ -84,7 +92,7 @@ export class WorkbenchService {
       'job.cancel': async (p) => ({ cancelled: this.jobs.cancel(p.jobId) }),
       'jobs.list': async () => this.jobs.list(),
       'validation.get': async (p) => this.validationView(p.modelId),
-      'validation.run': async (p) => this.startValidation(p.modelId, p.attribution ?? false),
+      'validation.run': async (p) => this.startValidation(p.modelId, p.attribution ?? false, p.dynamicActivations ?? false),
       'signoff.submit': async (p) => {
         const m = this.workspace.model(p.modelId);
         await signOff(m.profileDir, { reviewer: p.reviewer.trim(), decision: p.decision, note: p.note }, { checkpoint: m.path, cacheDir: this.cacheDir });
@@ -141,7 +149,15 @@ export class WorkbenchService {
   private appInfo(): AppInfo {
     const sem = semanticSupport();
     const formats: FormatInfo[] = Object.values(SCHEMES).map((s) => ({ name: s.name, element: s.element, elementMax: s.elementMax, blockSizes: [...s.blockSizes] }));
-    return { version: CALIBSCOPE_VERSION, mode: this.opts.mode, cacheDir: this.cacheDir, formats, semanticAvailable: sem.available, semanticReason: sem.reason };
+    return {
+      version: CALIBSCOPE_VERSION,
+      mode: this.opts.mode,
+      cacheDir: this.cacheDir,
+      formats,
+      semanticAvailable: sem.available,
+      semanticReason: sem.reason,
+      calibrationModes: [...CALIBRATION_MODES],
+    };
   }
 
   private async setWorkspace(w: Workspace): Promise<WorkspaceView> {
@@ -154,11 +170,11 @@ export class WorkbenchService {
   }
 
   async openModel(modelPath: string, format?: string): Promise<WorkspaceView> {
-    return this.setWorkspace(await Workspace.fromModel(modelPath, format, this.cacheDir));
+    return this.setWorkspace(await Workspace.fromModel(modelPath, format, this.cacheDir, this.calibrationMode));
   }
 
   async openPipeline(file: string, format?: string, isDemo = false): Promise<WorkspaceView> {
-    return this.setWorkspace(await Workspace.fromPipeline(file, format, this.cacheDir, isDemo));
+    return this.setWorkspace(await Workspace.fromPipeline(file, format, this.cacheDir, isDemo, this.calibrationMode));
   }
 
   get current(): Workspace {
@@ -199,7 +215,7 @@ export class WorkbenchService {
     const tensors: TensorRow[] = p
       ? Object.values(p.tensor_calibrations).map((r) => {
           const { rows, cols } = rowsCols(r.shape);
-          return { ...r, rows, blocks: Math.ceil(cols / r.block_size) };
+          return { ...r, rows, blocks: Math.ceil(cols / r.block_size), mode: tensorMode(p, r.tensor_name) };
         })
       : [];
     let hasDiagnostics = false;
@@ -207,7 +223,16 @@ export class WorkbenchService {
       const a = await this.blocks.get(m.profileDir, p, tensors[0].tensor_name).catch(() => null);
       hasDiagnostics = Boolean(a?.mseBefore);
     }
-    return { modelId, summary, timestamp: p?.timestamp ?? null, configHash: p ? configHash(m.config) : null, tensors, hasDiagnostics };
+    return {
+      modelId,
+      summary,
+      timestamp: p?.timestamp ?? null,
+      configHash: p ? configHash(m.config) : null,
+      tensors,
+      hasDiagnostics,
+      modeDetails: p?.mode_details ?? null,
+      statistics: p?.statistics ?? null,
+    };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -243,7 +268,7 @@ export class WorkbenchService {
     if (running) return running;
     return this.jobs.start({
       kind: 'calibrate-model',
-      label: `calibrate ${m.id} (${m.config.format})`,
+      label: `calibrate ${m.id} (${m.config.format}${m.config.mode && m.config.mode !== 'static' ? `, ${m.config.mode}` : ''})`,
       modelId: m.id,
       run: async (ctx) => {
         try {
@@ -285,17 +310,25 @@ export class WorkbenchService {
 
   private startRerun(p: Params<'calibrate.tensor'>): JobInfo {
     const m = this.workspace.model(p.modelId);
-    const settings = [p.format, p.blockSizes?.join('/'), p.policy, p.search].filter(Boolean).join(', ');
+    const settings = [p.format, p.blockSizes?.join('/'), p.policy, p.search, p.mode].filter(Boolean).join(', ');
     return this.jobs.start({
       kind: 'calibrate-tensor',
       label: `re-run ${p.tensor}${settings ? ` (${settings})` : ''}`,
       modelId: m.id,
       tensor: p.tensor,
       run: async (ctx) => {
-        const out = await rerunTensor(m, p, ctx.signal, (f) => ctx.progress(f, p.tensor));
+        const out = await rerunTensor(m, p, this.cacheDir, ctx.signal, (f, d) => ctx.progress(f, d));
         const rerunId = crypto.randomBytes(8).toString('hex');
-        this.pending.set(rerunId, { rerunId, model: m, baseTimestamp: out.baseTimestamp, before: out.before, tc: out.tc });
-        return { rerun: { rerunId, modelId: m.id, tensor: p.tensor, before: out.before, after: out.tc.result } };
+        this.pending.set(rerunId, {
+          rerunId,
+          model: m,
+          baseTimestamp: out.baseTimestamp,
+          before: out.before,
+          tc: out.tc,
+          mode: out.mode,
+          statisticsHash: out.statisticsHash,
+        });
+        return { rerun: { rerunId, modelId: m.id, tensor: p.tensor, before: out.before, after: out.tc.result, beforeMode: out.beforeMode, mode: out.mode } };
       },
     });
   }
@@ -322,17 +355,17 @@ export class WorkbenchService {
     return sem.view(m, st.profile);
   }
 
-  private startValidation(modelId: string, attribution: boolean): JobInfo {
+  private startValidation(modelId: string, attribution: boolean, dynamicActivations: boolean): JobInfo {
     const m = this.workspace.model(modelId);
     const sem = semanticSupport();
     if (!sem.available) throw new CalibscopeError('E_BAD_ARGUMENT', `semantic validation is not available: ${sem.reason}`);
     return this.jobs.start({
       kind: attribution ? 'attribute' : 'validate',
-      label: `${attribution ? 'attribute drift of' : 'validate'} ${m.id}`,
+      label: `${attribution ? 'attribute drift of' : 'validate'} ${m.id}${dynamicActivations ? ' (with dynamic activations)' : ''}`,
       modelId: m.id,
       run: async (ctx) => {
         try {
-          await sem.run(m, { attribution, signal: ctx.signal, cacheDir: this.cacheDir, onProgress: (f, d) => ctx.progress(f, d) });
+          await sem.run(m, { attribution, dynamicActivations, signal: ctx.signal, cacheDir: this.cacheDir, onProgress: (f, d) => ctx.progress(f, d) });
         } finally {
           this.modelChanged(m);
         }

@@ -1,6 +1,7 @@
 // Checks every request that arrives over a transport (WebSocket, Electron IPC) against the
 // protocol before the service sees it: known method, known keys, types and ranges. A front end is
 // not trusted to send well-formed requests.
+import { CALIBRATION_MODES } from '../calibration/modes.js';
 import { FORMAT_NAMES } from '../calibration/schemes.js';
 import { CalibscopeError } from '../util/errors.js';
 import type { GridMetric, Method, Params } from './protocol.js';
@@ -48,13 +49,14 @@ const SCHEMAS: { [M in Method]: Record<string, Field> } = {
     blockSizes: { type: 'ints', min: 1, max: 1 << 20, maxItems: 16, optional: true },
     policy: { type: 'string', max: 16, enum: ['min-mse', 'bits'], optional: true },
     search: { type: 'string', max: 16, enum: ['exact', 'ternary', 'naive'], optional: true },
+    mode: { type: 'string', max: 32, enum: CALIBRATION_MODES, optional: true },
   },
   'rerun.keep': { rerunId: ID },
   'rerun.discard': { rerunId: ID },
   'job.cancel': { jobId: ID },
   'jobs.list': {},
   'validation.get': { modelId: ID },
-  'validation.run': { modelId: ID, attribution: { type: 'bool', optional: true } },
+  'validation.run': { modelId: ID, attribution: { type: 'bool', optional: true }, dynamicActivations: { type: 'bool', optional: true } },
   'signoff.submit': {
     modelId: ID,
     reviewer: { type: 'string', max: 200, nonEmpty: true },

@@ -2,7 +2,7 @@
 // resolved config and the cache folder its profile lives in, and the state of every profile.
 import path from 'node:path';
 import { makeConfig } from '../calibration/config.js';
-import type { CalibrationConfig, ModelCalibrationProfile } from '../calibration/types.js';
+import type { CalibrationConfig, CalibrationMode, ModelCalibrationProfile } from '../calibration/types.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { loadManifest, resolveModels, type ResolvedModel } from '../pipeline/manifest.js';
 import { cachedProfileDir } from '../profiles/cache.js';
@@ -24,9 +24,22 @@ export interface DraftRecord {
   changed_tensors: string[];
   time: string;
   previous_review: ModelCalibrationProfile['review'];
+  /** The mode each kept re-run used (it may differ from the profile's), with the hash of the
+   *  calibration statistics it was weighted by (null for static). Absent in older drafts. */
+  tensor_modes?: Record<string, { mode: CalibrationMode; statistics_hash: string | null }>;
 }
 
 export type DraftProfile = ModelCalibrationProfile & { draft?: DraftRecord };
+
+/** A profile's calibration mode: profiles written before modes existed are static. */
+export function profileMode(p: ModelCalibrationProfile): CalibrationMode {
+  return p.mode ?? p.config.mode ?? 'static';
+}
+
+/** The mode one tensor of a profile was calibrated in: a kept re-run's, else the profile's. */
+export function tensorMode(p: DraftProfile, tensor: string): CalibrationMode {
+  return p.draft?.tensor_modes?.[tensor]?.mode ?? profileMode(p);
+}
 
 export const DEFAULT_FORMAT = 'fp4';
 
@@ -43,17 +56,19 @@ export class Workspace {
     readonly name: string,
     readonly isDemo: boolean,
     readonly cacheDir: string,
+    readonly calibrationMode: CalibrationMode,
     readonly models: WorkspaceModel[],
     readonly resolved: ResolvedModel[],
   ) {}
 
-  static empty(cacheDir: string): Workspace {
-    return new Workspace('none', null, 'nothing opened', false, cacheDir, [], []);
+  static empty(cacheDir: string, mode: CalibrationMode = 'static'): Workspace {
+    return new Workspace('none', null, 'nothing opened', false, cacheDir, mode, [], []);
   }
 
-  static async fromPipeline(file: string, format: string | undefined, cacheDir: string, isDemo = false): Promise<Workspace> {
+  /** `mode` applies to the models that do not name their own in the manifest. */
+  static async fromPipeline(file: string, format: string | undefined, cacheDir: string, isDemo = false, mode: CalibrationMode = 'static'): Promise<Workspace> {
     const manifest = await loadManifest(file);
-    const resolved = resolveModels(manifest, { format: format ?? DEFAULT_FORMAT });
+    const resolved = resolveModels(manifest, { format: format ?? DEFAULT_FORMAT, mode });
     const models = resolved.map((r) => ({
       id: r.entry.id,
       path: r.entry.path,
@@ -61,18 +76,18 @@ export class Workspace {
       profileDir: cachedProfileDir(cacheDir, r.entry.id, r.config),
     }));
     const name = isDemo ? 'demo pipeline (tiny)' : path.basename(path.dirname(manifest.file)) || path.basename(manifest.file);
-    return new Workspace('pipeline', manifest.file, name, isDemo, cacheDir, models, resolved);
+    return new Workspace('pipeline', manifest.file, name, isDemo, cacheDir, mode, models, resolved);
   }
 
-  static async fromModel(modelPath: string, format: string | undefined, cacheDir: string): Promise<Workspace> {
+  static async fromModel(modelPath: string, format: string | undefined, cacheDir: string, mode: CalibrationMode = 'static'): Promise<Workspace> {
     const ckpt = await openCheckpoint(modelPath);
     const abs = ckpt.root;
     const id = ckpt.modelId;
     await ckpt.close();
-    const config = makeConfig({ format: format ?? DEFAULT_FORMAT });
+    const config = makeConfig({ format: format ?? DEFAULT_FORMAT, mode });
     const model: WorkspaceModel = { id, path: path.resolve(modelPath), config, profileDir: cachedProfileDir(cacheDir, id, config) };
     const resolved: ResolvedModel = { entry: { id, path: model.path }, config };
-    return new Workspace('model', path.resolve(modelPath), path.basename(abs), false, cacheDir, [model], [resolved]);
+    return new Workspace('model', path.resolve(modelPath), path.basename(abs), false, cacheDir, mode, [model], [resolved]);
   }
 
   model(id: string): WorkspaceModel {
@@ -110,12 +125,15 @@ export class Workspace {
       id: m.id,
       path: m.path,
       format: m.config.format,
+      mode: p ? profileMode(p) : (m.config.mode ?? 'static'),
       state: s.state,
       reason: s.reason,
       draft: Boolean(p?.draft),
       profilePath: p ? m.profileDir : null,
       overallMse: p?.overall_mse ?? null,
       overallMseBefore: p?.overall_mse_before ?? null,
+      overallObjective: p?.overall_objective ?? null,
+      overallObjectiveBefore: p?.overall_objective_before ?? null,
       meanCorrelation: corr,
       passed,
       tensorCount: p ? Object.keys(p.tensor_calibrations).length : null,
@@ -129,6 +147,7 @@ export class Workspace {
       source: this.source,
       name: this.name,
       isDemo: this.isDemo,
+      calibrationMode: this.calibrationMode,
       thresholds: this.thresholds(),
       models: await Promise.all(this.models.map((m) => this.summary(m))),
     };

@@ -304,6 +304,39 @@ describe('workbench end to end (calibscope serve + Chromium)', { skip }, () => {
     await shot(page, '08-rerun-kept');
   });
 
+  test('a re-run in activation-aware mode shows the weighted objective', async () => {
+    const t0 = Date.now();
+    const lin = Object.keys(profileJson(cache, model).json.tensor_calibrations).find((n) => n.endsWith('encoder.layer.0.intermediate.dense.weight'));
+    assert.ok(lin, `${model} has a first intermediate layer`);
+    await openTensor(page, lin);
+    assert.equal(await page.locator('[data-testid=workspace-mode]').getAttribute('data-mode'), 'static');
+    assert.equal(await page.locator(`[data-testid=model-row][data-model-id="${model}"] [data-testid=model-mode]`).getAttribute('data-mode'), 'static');
+    assert.equal(await page.locator('[data-testid=tensor-mode]').getAttribute('data-mode'), 'static');
+    assert.equal(await page.locator('[data-testid=objective-after]').count(), 0, 'a static tensor has no weighted objective');
+    await page.selectOption('[data-testid=rerun-mode]', 'activation-aware');
+    await page.click('[data-testid=rerun-button]');
+    await page.locator('[data-testid=rerun-result]').waitFor({ timeout: 30_000 });
+    assert.match((await page.locator('[data-testid=rerun-result]').textContent())!, /modestaticactivation-aware.*objective after/);
+    await page.click('[data-testid=rerun-keep]');
+    await page.locator('[data-testid=objective-after]').waitFor({ timeout: 15_000 });
+    const json = profileJson(cache, model).json;
+    const r = json.tensor_calibrations[lin];
+    assert.equal(r.weighting, 'activation');
+    assert.equal(json.draft.tensor_modes[lin].mode, 'activation-aware');
+    assert.match(json.draft.tensor_modes[lin].statistics_hash, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(await page.locator('[data-testid=objective-after]').getAttribute('data-value'), String(r.objective_after));
+    assert.equal(await page.locator('[data-testid=objective-before]').getAttribute('data-value'), String(r.objective_before));
+    assert.equal(await page.locator('[data-testid=weighting]').getAttribute('data-weighting'), 'activation');
+    assert.equal(await page.locator('[data-testid=tensor-mode]').getAttribute('data-mode'), 'activation-aware');
+    assert.equal(await page.locator('[data-testid=mse-after]').getAttribute('data-value'), String(r.mse_after));
+    await page.click('button[role=tab]:has-text("Correlation")');
+    await page.locator('[data-testid=mode-details][data-mode=static]').waitFor();
+    logTiming('re-run in activation-aware mode, statistics collected, kept and shown (ms)', Date.now() - t0);
+    await page.$eval('aside.right', (el) => el.scrollTo(0, 0));
+    await shot(page, '13-mode');
+    await page.click('button[role=tab]:has-text("Heatmap")');
+  });
+
   test('sign-off survives a reload', async () => {
     await page.fill('[data-testid=signoff-reviewer]', 'Ada Lovelace');
     await page.selectOption('[data-testid=signoff-decision]', 'approved');

@@ -1,12 +1,94 @@
 // The correlation tab: per-query Pearson correlation of FP16 vs quantized embeddings against the
 // threshold line, retrieval agreement, and the drift attribution with the mixed-precision
-// suggestion. Says plainly when validation is not available.
+// suggestion. Says plainly when validation is not available. Below: the correlation with dynamic
+// activations when the validation has it, and the profile's calibration mode with its head
+// weights per layer and the calibration statistics it used.
 import { useMemo } from 'react';
+import type { DynamicActivationsView, ProfileView } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
+import { eng, exact } from '../format';
 import { Plot } from '../Plot';
 import { plotColors, useResolvedTheme } from '../theme';
 
+function DynamicActivations({ d }: { d: DynamicActivationsView }) {
+  return (
+    <div className="dyn" data-testid="dynamic-activations">
+      <span>
+        dynamic activations: mean{' '}
+        <b data-testid="dynamic-mean" data-value={d.meanCorrelation} title={String(d.meanCorrelation)}>
+          {d.meanCorrelation.toFixed(5)}
+        </b>
+      </span>
+      <span title={String(d.minCorrelation)}>min {d.minCorrelation.toFixed(5)}</span>
+      {d.weightOnlyMeanCorrelation !== null && <span className="muted">weights only {d.weightOnlyMeanCorrelation.toFixed(5)}</span>}
+      {d.retrievalAgreement !== null && <span>retrieval agreement {(d.retrievalAgreement * 100).toFixed(1)}%</span>}
+      {d.scaleMin !== null && d.scaleMax !== null && (
+        <span title={`${exact(d.scaleMin)} … ${exact(d.scaleMax)}`}>
+          activation scales {eng(d.scaleMin)} … {eng(d.scaleMax)}
+        </span>
+      )}
+      {d.globalScaleMin !== null && d.globalScaleMax !== null && (
+        <span title={`${exact(d.globalScaleMin)} … ${exact(d.globalScaleMax)}`}>
+          global {eng(d.globalScaleMin)} … {eng(d.globalScaleMax)}
+        </span>
+      )}
+      {d.clippedFraction !== null && <span>clipped {(d.clippedFraction * 100).toFixed(2)}%</span>}
+    </div>
+  );
+}
+
+/** The profile's mode in brief: the objective, the head weights per layer (entropy-aware), the statistics. */
+function ModeInfo({ p }: { p: ProfileView }) {
+  const d = p.modeDetails;
+  const st = p.statistics;
+  const mode = p.summary.mode;
+  const weights = d?.head_weights_by_layer;
+  const entropy = d?.attention_entropy_by_layer;
+  return (
+    <div className="mode-info" data-testid="mode-details" data-mode={mode}>
+      <div>
+        calibration mode <b>{mode}</b>
+        {d ? <span className="formula"> · {d.objective}</span> : <span className="formula"> · plain squared error (profile from before modes)</span>}
+        {d?.epsilon !== null && d?.epsilon !== undefined && <span className="formula"> · ε = {d.epsilon}</span>}
+      </div>
+      {st && (
+        <div data-testid="mode-statistics">
+          statistics: {st.query_count} queries, {st.tokens} tokens,{' '}
+          <span className="hash" title={st.hash}>
+            {st.hash.slice(0, 19)}…
+          </span>
+        </div>
+      )}
+      {weights && weights.length > 0 && (
+        <table className="head-weights" data-testid="head-weights" title="head weights w_h per layer (sharper heads, lower attention entropy, weigh more); hover for the entropy">
+          <thead>
+            <tr>
+              <th>layer</th>
+              {weights[0].map((_, h) => (
+                <th key={h}>h{h}</th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {weights.map((row, l) => (
+              <tr key={l}>
+                <th>{l}</th>
+                {row.map((w, h) => (
+                  <td key={h} className={w > 1 ? 'sharp' : ''} title={`w = ${w}, entropy ${entropy?.[l]?.[h]?.toFixed(4) ?? '?'} nats`}>
+                    {w.toFixed(3)}
+                  </td>
+                ))}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
 export function CorrelationPanel() {
+  const profile = useW((s) => s.profile);
   const v = useW((s) => s.validation);
   const colors = plotColors(useResolvedTheme());
   const a = useActions();
@@ -48,8 +130,12 @@ export function CorrelationPanel() {
         <div className="buttons">
           <button onClick={() => void a.runValidation(false)}>Validate</button>
           <button onClick={() => void a.runValidation(true)}>Attribute drift</button>
+          <button data-testid="validate-dynamic" onClick={() => void a.runValidation(false, true)} title="validate again with every Linear layer's input also quantized per batch (standard scales computed on the fly)">
+            Validate + dynamic activations
+          </button>
         </div>
       )}
+      {v.dynamicActivations && <DynamicActivations d={v.dynamicActivations} />}
       {data.length > 0 && <Plot data={data} layout={layout} className="plot" />}
       {v.attribution && (
         <table className="attribution">
@@ -76,6 +162,7 @@ export function CorrelationPanel() {
           {v.suggestion.passes === false ? ' (still below the threshold)' : ''}.
         </p>
       )}
+      {profile && profile.modelId === v.modelId && profile.summary.state !== 'missing' && <ModeInfo p={profile} />}
     </div>
   );
 }

@@ -47,6 +47,11 @@ export function Header() {
     <header className="topbar">
       <span className="brand">calibscope</span>
       <span className="muted ws-name">{ws ? `${ws.isDemo ? 'demo · ' : ''}${ws.name}` : ''}</span>
+      {ws && (
+        <span className="ws-mode" data-testid="workspace-mode" data-mode={ws.calibrationMode} title="calibration mode of Calibrate for models that do not name one (calibscope serve --mode); each model's own mode is in the list">
+          mode: {ws.calibrationMode}
+        </span>
+      )}
       <span className="grow" />
       {open ? (
         <form

@@ -2,7 +2,7 @@
 // pass/fail mark against the thresholds.
 import type { ModelSummary } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
-import { eng, exact } from '../format';
+import { eng, exact, modeShort } from '../format';
 
 function stateLabel(m: ModelSummary): string {
   if (m.state === 'valid' && m.draft) return 'draft';
@@ -33,7 +33,7 @@ export function ModelList() {
       </header>
       {ws.models.length === 0 && <p className="muted">Nothing is open. Open a model folder or a pipeline.</p>}
       <div className="model-head" aria-hidden>
-        <span />
+        <span>mode</span>
         <span>state</span>
         <span className="num">MSE</span>
         <span className="num">corr</span>
@@ -52,9 +52,12 @@ export function ModelList() {
               aria-selected={m.id === selected}
               className={m.id === selected ? 'selected' : ''}
               onClick={() => void a.selectModel(m.id)}
-              title={`${m.path}\n${m.format} · ${m.reason ?? ''}`}
+              title={`${m.path}\n${m.format} · ${m.mode} · ${m.reason ?? ''}`}
             >
               <span className="name">{m.id}</span>
+              <span className={`mode mode-${m.mode}`} data-testid="model-mode" data-mode={m.mode} title={`calibration mode: ${m.mode}`}>
+                {modeShort(m.mode)}
+              </span>
               <span className={`state state-${stateLabel(m)}`}>{stateLabel(m)}</span>
               <span className="num mse" title={exact(m.overallMse)}>{eng(m.overallMse)}</span>
               <span className="num corr" title={exact(m.meanCorrelation)}>{m.meanCorrelation === null ? '—' : m.meanCorrelation.toFixed(4)}</span>

@@ -1,18 +1,27 @@
 // Right column: re-run the selected tensor with other settings (a job), then compare before and
-// after side by side and keep (the profile becomes a new draft) or discard.
+// after side by side and keep (the profile becomes a new draft) or discard. The mode defaults to
+// the profile's; a weighted mode weights the search by the profile's calibration statistics.
 import { useEffect, useState } from 'react';
-import type { BlockPolicy, QuantFormat, RerunResult, SearchMode } from '../../../src/service/protocol';
+import type { BlockPolicy, CalibrationMode, QuantFormat, RerunResult, SearchMode } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
 import { eng, exact, ratio } from '../format';
 
 function Compare({ r }: { r: RerunResult }) {
   const a = useActions();
+  const obj = (x: RerunResult['before']) => (x.objective_after === undefined ? '—' : eng(x.objective_after));
   const rows: [string, string, string, string?, string?][] = [
+    ['mode', r.beforeMode, r.mode],
     ['format', r.before.format, r.after.format],
     ['block size', String(r.before.block_size), String(r.after.block_size)],
     ['MSE before', eng(r.before.mse_before), eng(r.after.mse_before), exact(r.before.mse_before), exact(r.after.mse_before)],
     ['MSE after', eng(r.before.mse_after), eng(r.after.mse_after), exact(r.before.mse_after), exact(r.after.mse_after)],
     ['ratio', ratio(r.before.improvement_ratio), ratio(r.after.improvement_ratio)],
+    ...(r.before.objective_after !== undefined || r.after.objective_after !== undefined
+      ? ([
+          ['objective after', obj(r.before), obj(r.after), exact(r.before.objective_after), exact(r.after.objective_after)],
+          ['weighting', r.before.weighting ?? '—', r.after.weighting ?? '—'],
+        ] as [string, string, string, string?, string?][])
+      : []),
     ['outliers', String(r.before.outlier_count), String(r.after.outlier_count)],
     ['bits/w', r.before.bits_per_weight.toFixed(3), r.after.bits_per_weight.toFixed(3)],
   ];
@@ -60,6 +69,7 @@ export function RerunForm() {
   const [block, setBlock] = useState('');
   const [policy, setPolicy] = useState<BlockPolicy | ''>('');
   const [search, setSearch] = useState<SearchMode | ''>('');
+  const [mode, setMode] = useState<CalibrationMode | ''>('');
   useEffect(() => {
     setFormat('');
     setBlock('');
@@ -75,6 +85,7 @@ export function RerunForm() {
       ...(block ? { blockSizes: [Number(block)] } : {}),
       ...(policy ? { policy } : {}),
       ...(search ? { search } : {}),
+      ...(mode ? { mode } : {}),
     });
   return (
     <section className="panel rerun" aria-label="re-run tensor">
@@ -113,6 +124,15 @@ export function RerunForm() {
             <option value="exact">exact</option>
             <option value="ternary">ternary</option>
             <option value="naive">naive</option>
+          </select>
+        </label>
+        <label title="what the search minimizes; the weighted modes use the profile's calibration statistics (collected on first use)">
+          mode
+          <select data-testid="rerun-mode" value={mode} onChange={(e) => setMode(e.target.value as CalibrationMode | '')}>
+            <option value="">as profile ({profile.summary.mode})</option>
+            {info.calibrationModes.map((m) => (
+              <option key={m} value={m}>{m}</option>
+            ))}
           </select>
         </label>
       </div>

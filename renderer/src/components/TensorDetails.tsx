@@ -1,7 +1,16 @@
 // Right column, top: the selected tensor's numbers. The test ids hold the values as numbers
 // (engineering notation, 4 significant digits); data-value and the title hold them exactly.
+// A tensor calibrated in a weighted mode also shows the searched objective and its weighting.
 import { useW } from '../context';
+import type { WeightingKind } from '../../../src/service/protocol';
 import { eng, exact, ratio, shape } from '../format';
+
+const WEIGHTING: Record<WeightingKind, string> = {
+  none: 'none: plain squared error (no input statistics)',
+  activation: "activation: input features' E[x²]",
+  'activation+head_columns': "activation × head weights of the input columns",
+  'activation+head_rows': "activation, head weights of the output rows",
+};
 
 function Num({ id, value, text }: { id?: string; value: number | null; text?: string }) {
   return (
@@ -36,6 +45,24 @@ export function TensorDetails() {
         <dd>
           <Num id="mse-before" value={t.mse_before} /> → <Num id="mse-after" value={t.mse_after} />
         </dd>
+        <dt>mode</dt>
+        <dd data-testid="tensor-mode" data-mode={t.mode}>
+          {t.mode}
+          {t.mode !== profile!.summary.mode ? <span className="muted"> (re-run; profile {profile!.summary.mode})</span> : null}
+        </dd>
+        {t.objective_after !== undefined && (
+          <>
+            <dt title="the searched objective Σ r_i c_j (x − x̂)² per element, naive scales → calibrated">objective</dt>
+            <dd>
+              <Num id="objective-before" value={t.objective_before ?? null} /> → <Num id="objective-after" value={t.objective_after} />{' '}
+              <span className="muted">({ratio(t.objective_after > 0 ? (t.objective_before ?? 0) / t.objective_after : null)})</span>
+            </dd>
+            <dt>weighting</dt>
+            <dd data-testid="weighting" data-weighting={t.weighting ?? ''} title={t.weighting ? WEIGHTING[t.weighting] : ''}>
+              {t.weighting ?? '—'}
+            </dd>
+          </>
+        )}
         <dt>improvement</dt>
         <dd>
           <Num value={t.improvement_ratio} text={ratio(t.improvement_ratio)} />
@@ -55,6 +82,7 @@ export function TensorDetails() {
             <tr>
               <th>block</th>
               <th>MSE after</th>
+              {t.objective_after !== undefined && <th>objective</th>}
               <th>bits/w</th>
             </tr>
           </thead>
@@ -63,6 +91,7 @@ export function TensorDetails() {
               <tr key={b.block_size} className={b.block_size === t.block_size ? 'chosen' : ''}>
                 <td>{b.block_size}</td>
                 <td title={exact(b.mse_after)}>{eng(b.mse_after)}</td>
+                {t.objective_after !== undefined && <td title={exact(b.objective_after)}>{eng(b.objective_after)}</td>}
                 <td>{b.bits_per_weight.toFixed(3)}</td>
               </tr>
             ))}

@@ -4,6 +4,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { useActions, useW } from '../context';
 import { eng, exact, ratio, shape } from '../format';
 import { visibleTensors, type SortKey } from '../store';
+import type { ModelSummary } from '../../../src/service/protocol';
 
 const ROW_H = 26;
 const OVERSCAN = 8;
@@ -33,6 +34,23 @@ function CalibrateButton({ modelId, state }: { modelId: string; state: string })
     >
       {fresh ? 'Calibrate' : 'Recalibrate'}
     </button>
+  );
+}
+
+/** The model's overall numbers: MSE, and the weighted objective beside it for weighted profiles. */
+function ModelSummaryLine({ s }: { s: ModelSummary }) {
+  return (
+    <span className="model-summary" data-testid="model-summary">
+      <span className="mode-tag" title="calibration mode of this profile">{s.mode}</span> · MSE{' '}
+      <span className="num" data-testid="overall-mse" data-value={exact(s.overallMse)} title={exact(s.overallMse)}>{eng(s.overallMse)}</span>
+      {s.overallObjective !== null && (
+        <>
+          {' '}· objective{' '}
+          <span className="num" title={`${exact(s.overallObjectiveBefore)} with naive scales`}>{eng(s.overallObjectiveBefore)}</span> →{' '}
+          <span className="num" data-testid="overall-objective" data-value={exact(s.overallObjective)} title={exact(s.overallObjective)}>{eng(s.overallObjective)}</span>
+        </>
+      )}
+    </span>
   );
 }
 
@@ -87,6 +105,7 @@ export function TensorTable() {
           {profile?.summary.state === 'stale' ? ' · stale: the checkpoint changed since calibration' : ''}
           {profile?.summary.state === 'corrupt' ? ` · damaged profile: ${profile.summary.reason ?? ''}` : ''}
         </span>
+        {profile && profile.summary.overallMse !== null && <ModelSummaryLine s={profile.summary} />}
         {profile && <CalibrateButton modelId={profile.modelId} state={profile.summary.state} />}
       </header>
       <div className="trow thead" role="row">

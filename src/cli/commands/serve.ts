@@ -7,6 +7,7 @@ import { isLoopback, startServer } from '../../server/server.js';
 import { openDefaultWorkspace } from '../../service/default_workspace.js';
 import { WorkbenchService } from '../../service/service.js';
 import { schemeFor } from '../../calibration/schemes.js';
+import { CALIBRATION_MODES, parseMode } from '../../calibration/modes.js';
 import { CalibscopeError } from '../../util/errors.js';
 import { intOption, parseArgs } from '../args.js';
 import type { CommandContext } from '../context.js';
@@ -17,6 +18,9 @@ export const SERVE_HELP = `calibscope serve [--pipeline FILE | --model DIR] [opt
   --model DIR             open one model folder or checkpoint
                           (neither: the tiny demo pipeline, generated into the cache and calibrated)
   --format F              format for models without one (default fp4)
+  --mode M                ${CALIBRATION_MODES.join(' | ')}: the calibration mode for models
+                          that do not name one (default static; see docs/modes.md). The weighted
+                          modes use the shipped calibration query set
   --cache DIR             cache folder (default ${defaultCacheDir()})
   --host H                address to listen on (default 127.0.0.1; anything else is reachable
                           from other machines, still guarded by the token)
@@ -28,6 +32,7 @@ const SPEC = {
   pipeline: 'string',
   model: 'string',
   format: 'string',
+  mode: 'string',
   cache: 'string',
   host: 'string',
   port: 'string',
@@ -51,11 +56,12 @@ export async function serveCommand(argv: string[], ctx: CommandContext): Promise
   if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', `serve takes no positional arguments (got "${positionals[0]}")\n\n${SERVE_HELP}`);
   if (options.pipeline !== undefined && options.model !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --pipeline or --model, not both');
   const format = typeof options.format === 'string' ? schemeFor(options.format).name : undefined;
+  const calibrationMode = parseMode(options.mode);
   const port = intOption(options.port, 'port', 0, 65535) ?? 0;
   const host = typeof options.host === 'string' ? options.host : '127.0.0.1';
   const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
 
-  const service = new WorkbenchService({ cacheDir, mode: 'browser' });
+  const service = new WorkbenchService({ cacheDir, mode: 'browser', calibrationMode });
   if (typeof options.pipeline === 'string') await service.openPipeline(path.resolve(options.pipeline), format);
   else if (typeof options.model === 'string') await service.openModel(path.resolve(options.model), format);
 
