@@ -37,23 +37,6 @@ Napi::Value calibration_result(Napi::Env env, const calib::CalibOutput& out, con
   return r;
 }
 
-bool parse_dtype(const std::string& s, calib::DType* d) {
-  if (s == "F32") *d = calib::DType::F32;
-  else if (s == "F16") *d = calib::DType::F16;
-  else if (s == "BF16") *d = calib::DType::BF16;
-  else return false;
-  return true;
-}
-
-// Reads a non-negative integer option; the native side checks what JS passes, it does not trust it.
-bool get_count(const Napi::Object& o, const char* key, int64_t* out) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) return false;
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9.0e15 || std::floor(d) != d) return false;
-  *out = int64_t(d);
-  return true;
-}
 
 }  // namespace
 
@@ -68,20 +51,20 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
   calib::TensorView view;
   view.data = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   view.nbytes = ta.ByteLength();
-  if (!o.Get("dtype").IsString() || !parse_dtype(o.Get("dtype").As<Napi::String>(), &view.dtype))
+  if (!o.Get("dtype").IsString() || !calib_js::parse_dtype(o.Get("dtype").As<Napi::String>(), &view.dtype))
     throw coded_error(env, "E_UNSUPPORTED_DTYPE", "dtype must be F32, F16 or BF16");
-  if (!get_count(o, "rows", &view.rows) || !get_count(o, "cols", &view.cols))
+  if (!calib_js::get_count(o, "rows", &view.rows) || !calib_js::get_count(o, "cols", &view.cols))
     throw coded_error(env, "E_BAD_ARGUMENT", "rows and cols must be non-negative integers");
 
   calib::CalibParams p;
   if (!o.Get("scheme").IsString() || !calib::parse_scheme(o.Get("scheme").As<Napi::String>(), &p.scheme))
     throw coded_error(env, "E_BAD_FORMAT", "unknown format (fp4, fp8_e4m3, fp8_e5m2, nvfp4, mxfp4, mxfp8)");
   int64_t bs = 0, threads = 0;
-  if (!get_count(o, "blockSize", &bs) || !calib::engine_block_size_ok(int(bs)) || bs > 4096)
+  if (!calib_js::get_count(o, "blockSize", &bs) || !calib::engine_block_size_ok(int(bs)) || bs > 4096)
     throw coded_error(env, "E_BAD_BLOCK_SIZE", "blockSize must be an integer in 1..4096");
   p.block_size = int(bs);
   if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
-    if (!get_count(o, "threads", &threads) || threads > 1024)
+    if (!calib_js::get_count(o, "threads", &threads) || threads > 1024)
       throw coded_error(env, "E_BAD_ARGUMENT", "threads must be an integer in 0..1024");
   }
   p.threads = int(threads);

@@ -3,9 +3,13 @@
 
 #include <napi.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "../core/tensor_calibrate.h"
 
 namespace calib_js {
 
@@ -22,6 +26,24 @@ inline TA to_typed(Napi::Env env, const std::vector<T>& v) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, v.size() * sizeof(T));
   if (!v.empty()) std::memcpy(ab.Data(), v.data(), v.size() * sizeof(T));
   return TA::New(env, v.size(), ab, 0);
+}
+
+inline bool parse_dtype(const std::string& s, calib::DType* d) {
+  if (s == "F32") *d = calib::DType::F32;
+  else if (s == "F16") *d = calib::DType::F16;
+  else if (s == "BF16") *d = calib::DType::BF16;
+  else return false;
+  return true;
+}
+
+// Reads a non-negative integer option; the native side checks what JS passes, it does not trust it.
+inline bool get_count(const Napi::Object& o, const char* key, int64_t* out) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) return false;
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9.0e15 || std::floor(d) != d) return false;
+  *out = int64_t(d);
+  return true;
 }
 
 inline bool get_bool(const Napi::Object& o, const char* key, bool def) {

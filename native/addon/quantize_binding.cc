@@ -28,22 +28,6 @@ TA aligned_array(Napi::Env env, size_t count, size_t elem_size, void** data) {
   return TA::New(env, count, ab, pad);
 }
 
-bool parse_dtype(const std::string& s, calib::DType* d) {
-  if (s == "F32") *d = calib::DType::F32;
-  else if (s == "F16") *d = calib::DType::F16;
-  else if (s == "BF16") *d = calib::DType::BF16;
-  else return false;
-  return true;
-}
-
-bool get_count(const Napi::Object& o, const char* key, int64_t* out) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) return false;
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9.0e15 || std::floor(d) != d) return false;
-  *out = int64_t(d);
-  return true;
-}
 
 bool is_typed(const Napi::Value& v, napi_typedarray_type t) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == t;
@@ -74,26 +58,26 @@ struct Request {
 Request parse_request(Napi::Env env, const Napi::Object& o, bool need_dtype, bool need_stride) {
   Request r;
   if (need_dtype) {
-    if (!o.Get("dtype").IsString() || !parse_dtype(o.Get("dtype").As<Napi::String>(), &r.dtype))
+    if (!o.Get("dtype").IsString() || !calib_js::parse_dtype(o.Get("dtype").As<Napi::String>(), &r.dtype))
       throw coded_error(env, "E_UNSUPPORTED_DTYPE", "dtype must be F32, F16 or BF16");
   }
-  if (!get_count(o, "rows", &r.rows) || !get_count(o, "cols", &r.cols))
+  if (!calib_js::get_count(o, "rows", &r.rows) || !calib_js::get_count(o, "cols", &r.cols))
     throw coded_error(env, "E_BAD_ARGUMENT", "rows and cols must be non-negative integers");
   if (r.rows == 0 || r.cols == 0) throw coded_error(env, "E_EMPTY_TENSOR", "tensor has no elements");
   if (r.cols > INT64_MAX / 8 / r.rows) throw coded_error(env, "E_BAD_ARGUMENT", "tensor shape is too large");
   if (!o.Get("scheme").IsString() || !calib::parse_scheme(o.Get("scheme").As<Napi::String>(), &r.params.scheme))
     throw coded_error(env, "E_BAD_FORMAT", "unknown format (fp4, fp8_e4m3, fp8_e5m2, nvfp4, mxfp4, mxfp8)");
   int64_t bs = 0;
-  if (!get_count(o, "blockSize", &bs) || bs > 4096 || !calib::engine_block_size_ok(int(bs)))
+  if (!calib_js::get_count(o, "blockSize", &bs) || bs > 4096 || !calib::engine_block_size_ok(int(bs)))
     throw coded_error(env, "E_BAD_BLOCK_SIZE", "blockSize must be an integer in 1..4096");
   r.params.block_size = int(bs);
   if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
     int64_t t = 0;
-    if (!get_count(o, "threads", &t) || t > 1024) throw coded_error(env, "E_BAD_ARGUMENT", "threads must be an integer in 0..1024");
+    if (!calib_js::get_count(o, "threads", &t) || t > 1024) throw coded_error(env, "E_BAD_ARGUMENT", "threads must be an integer in 0..1024");
     r.params.threads = int(t);
   }
   r.params.allow_nonfinite = calib_js::get_bool(o, "allowNonfinite", false);
-  if (need_stride && !get_count(o, "rowStride", &r.row_stride))
+  if (need_stride && !calib_js::get_count(o, "rowStride", &r.row_stride))
     throw coded_error(env, "E_BAD_ARGUMENT", "rowStride must be a non-negative integer");
 
   const calib::SchemeInfo& info = calib::scheme_info(r.params.scheme);

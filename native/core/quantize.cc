@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_features.h"
 #include "parallel.h"
 #include "quantize_kernels.h"
 
@@ -17,16 +18,6 @@ namespace {
 // block-aligned pieces of long rows); the error sum uses the search's fixed 1024-block chunks.
 constexpr int64_t kSpanTarget = 1 << 15;
 constexpr int64_t kChunkBlocks = 1024;
-
-bool cpu_has_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
-#else
-  return false;
-#endif
-}
 
 // The value of every element byte: sign in the top bit of the code, NaN/Inf where the format has them.
 struct DecodeTables {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu_features.h"
 #include "parallel.h"
 #include "tensor_kernels.h"
 
@@ -14,16 +15,6 @@ namespace {
 // sums are added in chunk order. So results are byte-identical whatever the number of threads.
 constexpr int64_t kChunkBlocks = 1024;
 constexpr int64_t kScanChunk = 1 << 16;
-
-bool cpu_has_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
-#else
-  return false;
-#endif
-}
 
 ScanResult scan(const TensorView& v, int64_t begin, int64_t end) {
   return cpu_has_avx2() ? isa_avx2::scan_range(v, begin, end) : isa_baseline::scan_range(v, begin, end);
