@@ -2,45 +2,25 @@
 // hand-made broken checkpoints. The files the CLI writes are read back with a parser written here,
 // so the checks do not share code with the writer they check.
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import type { SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeSafetensors, type TensorToWrite } from '../src/checkpoints/safetensors_writer.js';
+import { ROOT, describeRun, runCli, scratchSpace } from './helpers/cli_runner.js';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const MODEL = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
 const MODEL_FILE = path.join(MODEL, 'model.safetensors');
 
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-cli-'));
-after(() => fs.rmSync(scratch, { recursive: true, force: true }));
-let dirCount = 0;
-function tmpDir(label: string): string {
-  const d = path.join(scratch, `${label}-${dirCount++}`);
-  fs.mkdirSync(d);
-  return d;
-}
+const { dir: scratch, tmpDir } = scratchSpace('calibscope-cli-');
 
 // ---------------------------------------------------------------------------------------------
 // Running the CLI
 
-function cli(args: string[]): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, ['bin/calibscope.js', ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // A private cache, so no run can touch the user's real one.
-    env: { ...process.env, XDG_CACHE_HOME: path.join(scratch, 'cache') },
-    timeout: 60_000,
-    maxBuffer: 64 << 20,
-  });
-}
+// A private cache, so no run can touch the user's real one.
+const cli = (args: string[]) => runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'cache') }, timeout: 60_000 });
 
-function describeRun(r: SpawnSyncReturns<string>): string {
-  return `status ${r.status} signal ${r.signal}\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr.slice(0, 2000)}`;
-}
 
 /** stdout must be exactly one line of JSON. */
 function oneJsonLine(r: SpawnSyncReturns<string>): any {

@@ -2,9 +2,7 @@
 // reference, their cache, the activation-/entropy-aware weightings and what they change in the
 // search and the profile, dynamic activation quantization, and bad input.
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { QuantizationCalibrator } from '../src/calibration/calibrator.js';
@@ -29,35 +27,17 @@ import { loadQueries, queriesHash } from '../src/semantic/queries.js';
 import { EncoderSession } from '../src/semantic/session.js';
 import { columnSquares, referenceLayer } from './helpers/bert_reference.js';
 import { FIXTURES } from './helpers/reference.js';
+import { describeRun, runCli, scratchSpace } from './helpers/cli_runner.js';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const TINY = path.join(FIXTURES, 'bert-tiny-a');
 const MODEL = path.join(TINY, 'model');
 const QUERY_FILE = path.join(TINY, 'queries.txt');
 
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-modes-'));
-after(() => fs.rmSync(scratch, { recursive: true, force: true }));
-let dirCount = 0;
-function tmpDir(label: string): string {
-  const d = path.join(scratch, `${label}-${dirCount++}`);
-  fs.mkdirSync(d);
-  return d;
-}
+const { dir: scratch, tmpDir } = scratchSpace('calibscope-modes-');
 
-function cli(args: string[]): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, ['bin/calibscope.js', ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, XDG_CACHE_HOME: path.join(scratch, 'xdg'), CALIBSCOPE_CACHE: path.join(scratch, 'default-cache') },
-    timeout: 60_000,
-    maxBuffer: 64 << 20,
-  });
-}
+const cli = (args: string[]) =>
+  runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'xdg'), CALIBSCOPE_CACHE: path.join(scratch, 'default-cache') }, timeout: 60_000 });
 
-function describeRun(r: SpawnSyncReturns<string>): string {
-  return `status ${r.status}\nstdout: ${r.stdout.slice(0, 1500)}\nstderr: ${r.stderr.slice(0, 1500)}`;
-}
 
 /** max |a − b| ≤ tol · max |b| (relative to the array's scale). */
 function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {

@@ -2,38 +2,22 @@
 // larger synthetic models for Ctrl-C), manifest errors, `status --pipeline`, concurrent processes,
 // and the terminal progress display.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { encodeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { PipelineProgress } from '../src/cli/pipeline_progress.js';
 import type { ModelCalibrationProfile } from '../src/calibration/types.js';
 import { loadProfile } from '../src/profiles/store.js';
+import { ROOT, runCli, scratchSpace } from './helpers/cli_runner.js';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
 
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-pipeline-'));
-after(() => fs.rmSync(scratch, { recursive: true, force: true }));
-let count = 0;
-function tmpDir(label: string): string {
-  const d = path.join(scratch, `${label}-${count++}`);
-  fs.mkdirSync(d, { recursive: true });
-  return d;
-}
+const { dir: scratch, tmpDir } = scratchSpace('calibscope-pipeline-');
 
-function cli(args: string[]): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, ['bin/calibscope.js', ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, XDG_CACHE_HOME: path.join(scratch, 'xdg') },
-    timeout: 120_000,
-  });
-}
+const cli = (args: string[]) => runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'xdg') } });
 
 function show(r: { status: number | null; stdout: string; stderr: string }): string {
   return `status ${r.status}\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr.slice(0, 2000)}`;

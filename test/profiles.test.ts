@@ -27,18 +27,11 @@ import {
 } from '../src/profiles/store.js';
 import { CalibscopeError } from '../src/util/errors.js';
 import { PROFILE_FORMAT_VERSION } from '../src/version.js';
+import { ROOT, runCli, scratchSpace } from './helpers/cli_runner.js';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
 
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-profiles-'));
-after(() => fs.rmSync(scratch, { recursive: true, force: true }));
-let count = 0;
-function tmpDir(label: string): string {
-  const d = path.join(scratch, `${label}-${count++}`);
-  fs.mkdirSync(d, { recursive: true });
-  return d;
-}
+const { dir: scratch, tmpDir } = scratchSpace('calibscope-profiles-');
 
 /** A private copy of bert-tiny-a (config.json + model.safetensors) that a test may change. */
 function modelCopy(label: string): string {
@@ -52,15 +45,8 @@ function modelCopy(label: string): string {
   return dir;
 }
 
-function cli(args: string[], env: Record<string, string> = {}): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, ['bin/calibscope.js', ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, XDG_CACHE_HOME: path.join(scratch, 'xdg'), ...env },
-    timeout: 60_000,
-  });
-}
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'xdg'), ...env }, timeout: 60_000 });
 
 function show(r: SpawnSyncReturns<string>): string {
   return `status ${r.status} signal ${r.signal}\nstdout: ${r.stdout.slice(0, 1500)}\nstderr: ${r.stderr.slice(0, 1500)}`;

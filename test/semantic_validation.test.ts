@@ -2,7 +2,7 @@
 // embeddings with real fp4 / nvfp4 profiles, the drift error, the mixed-precision suggestion, and
 // bad input (unsupported architectures, broken folders, empty query files).
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import type { SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import { loadQueries } from '../src/semantic/queries.js';
 import { pearson } from '../src/semantic/stats.js';
 import { validateSemanticAlignment } from '../src/semantic/validate.js';
 import { FIXTURES } from './helpers/reference.js';
+import { runCli } from './helpers/cli_runner.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const TINY = path.join(FIXTURES, 'bert-tiny-a');
@@ -40,15 +41,7 @@ async function calibrated(format: string, extra: Record<string, unknown> = {}): 
   return out;
 }
 
-function cli(args: string[]): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, ['bin/calibscope.js', ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    env: { ...process.env, XDG_CACHE_HOME: path.join(scratch, 'cache'), CALIBSCOPE_CACHE: '' },
-    timeout: 120_000,
-    maxBuffer: 64 << 20,
-  });
-}
+const cli = (args: string[]) => runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'cache'), CALIBSCOPE_CACHE: '' } });
 
 function json(r: SpawnSyncReturns<string>): any {
   assert.match(r.stdout, /^[^\n]+\n$/, `one JSON line expected\nstatus ${r.status}\nstdout ${r.stdout.slice(0, 500)}\nstderr ${r.stderr.slice(0, 1000)}`);
