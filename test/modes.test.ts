@@ -40,6 +40,13 @@ const cli = (args: string[]) =>
 
 
 /** max |a − b| ≤ tol · max |b| (relative to the array's scale). */
+/** Σ_t x[t][j] / count per column, in float64. */
+function columnMeans(x: ArrayLike<number>, cols: number, count: number): Float64Array {
+  const s = new Float64Array(cols);
+  for (let i = 0; i < x.length; i++) s[i % cols] += x[i];
+  return s.map((v) => v / count);
+}
+
 function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
   assert.equal(a.length, b.length, `${what}: length`);
   let scale = 0;
@@ -89,6 +96,7 @@ describe('calibration statistics', () => {
         assert.equal(s.count, q.tokens);
         assert.equal(s.input, 'layer_input');
         assertClose(s.mean_sq, inputSq, 1e-12, `${p}${n}`);
+        assertClose(s.mean, columnMeans(input, H, q.tokens), 1e-12, `${p}${n} mean`);
       }
       // The rest: recomputed from that input in float64 (the encoder runs float32).
       const ref = referenceLayer(model, l, input, offsets);
@@ -101,6 +109,7 @@ describe('calibration statistics', () => {
         const s = stats.linears.get(`${p}${name}.weight`)!;
         assert.equal(s.in_features, cols);
         assertClose(s.mean_sq, columnSquares(x, cols).map((v) => v / q.tokens), 2e-4, `${p}${name}`);
+        assertClose(s.mean, columnMeans(x, cols, q.tokens), 2e-4, `${p}${name} mean`);
       }
       const entropy = stats.attention_entropy.subarray(l * model.config.numHeads, (l + 1) * model.config.numHeads);
       assertClose(entropy, ref.entropy.map((v) => v / q.tokens), 1e-5, `layer ${l} entropy`);
@@ -114,6 +123,7 @@ describe('calibration statistics', () => {
     const cls = new Float32Array(queries.length * H);
     q.offsets.forEach((o, i) => cls.set(hidden.subarray(o * H, (o + 1) * H), i * H));
     assertClose(pooler.mean_sq, columnSquares(cls, H).map((v) => v / queries.length), 1e-12, 'pooler');
+    assertClose(pooler.mean, columnMeans(cls, H, queries.length), 1e-12, 'pooler mean');
     // The embeddings are not weighed: no statistics for them.
     assert.equal(stats.linears.has('embeddings.word_embeddings.weight'), false);
   });
@@ -200,29 +210,52 @@ describe('weighted calibration', () => {
     }
   }
 
-  /** Σ_ij r_i c_j (x − x̂)² of a tensor under a profile's stored scales, in float64. */
-  async function weightedError(dir: string, profile: ModelCalibrationProfile, name: string, cols: Float32Array, rows?: Float32Array): Promise<number> {
+  /** Σ_i r_i (Σ_j c_j (x − x̂)² + Σ_blocks (Σ_j μ_j (x − x̂))²) of a tensor under a profile's stored scales, in float64. */
+  async function weightedError(
+    dir: string,
+    profile: ModelCalibrationProfile,
+    name: string,
+    cols: Float32Array,
+    rows?: Float32Array,
+    means?: Float32Array,
+    blockSize?: number,
+  ): Promise<number> {
     const w = await weightBytes(name);
     const res = profile.tensor_calibrations[name];
     const xhat = await fakeQuantize({ name, dtype: w.dtype, shape: w.shape, data: w.bytes }, res, await readScales(dir, name, profile));
     const x = toFloat32(w.bytes, w.dtype, res.numel);
     const n = cols.length;
+    const bs = blockSize ?? n;
     let sum = 0;
-    for (let i = 0; i < x.length; i++) sum += (rows ? rows[Math.floor(i / n)] : 1) * cols[i % n] * (x[i] - xhat[i]) ** 2;
+    let bias = 0;
+    for (let i = 0; i < x.length; i++) {
+      const r = rows ? rows[Math.floor(i / n)] : 1;
+      const d = x[i] - xhat[i];
+      sum += r * cols[i % n] * d * d;
+      if (means) {
+        bias += means[i % n] * d;
+        if ((i % n) % bs === bs - 1 || i % n === n - 1) {
+          sum += r * bias * bias;
+          bias = 0;
+        }
+      }
+    }
     return sum;
   }
 
-  test('activation-aware minimizes Σ E[x_j²]·(w − ŵ)² exactly as the weighted search does; mse fields stay plain', async () => {
+  test('activation-aware minimizes Σ Var[x_j]·(w − ŵ)² + the blocks\' bias (Σ E[x_j]·(w − ŵ))² as the search does; mse fields stay plain', async () => {
     const aa = profiles['fp4/activation-aware'];
     const st = profiles['fp4/static'];
     for (const name of ['encoder.layer.0.intermediate.dense.weight', 'encoder.layer.1.output.dense.weight', 'encoder.layer.0.attention.self.value.weight']) {
       const w = await weightBytes(name);
       const wt = tensorWeighting('activation-aware', name, w.shape, stats);
       assert.equal(wt.kind, 'activation');
-      // c_j = E[x_j²] / mean_j E[x_j²]
+      // c_j = Var[x_j] / mean_j E[x_j²], μ_j = E[x_j] / sqrt(mean_j E[x_j²])
       const m = stats.linears.get(name)!.mean_sq;
+      const mu = stats.linears.get(name)!.mean;
       const mean = m.reduce((a, b) => a + b, 0) / m.length;
-      assertClose(wt.columns!, Float32Array.from(m, (v) => v / mean), 0, `${name} weights`);
+      assertClose(wt.columns!, Float32Array.from(m, (v, j) => Math.max(0, v - mu[j] * mu[j]) / mean), 0, `${name} weights`);
+      assertClose(wt.means!, Float32Array.from(mu, (v) => v / Math.sqrt(mean)), 0, `${name} means`);
       const res = aa.profile.tensor_calibrations[name];
       assert.equal(res.weighting, 'activation');
       const direct = await native().calibrate(w.bytes, {
@@ -232,6 +265,7 @@ describe('weighted calibration', () => {
         scheme: 'fp4',
         blockSize: res.block_size,
         columnWeights: wt.columns,
+        columnMeans: wt.means,
       });
       assert.equal(res.objective_after, direct.sumObjAfter! / direct.counted);
       assert.equal(res.objective_before, direct.sumObjBefore! / direct.counted);
@@ -243,7 +277,9 @@ describe('weighted calibration', () => {
       assert.equal(sres.block_size, res.block_size);
       assert.equal(sres.mse_before, res.mse_before);
       assert.ok(sres.mse_after <= res.mse_after);
-      const staticObj = await weightedError(st.profilePath, st.profile, name, wt.columns!);
+      const staticObj = await weightedError(st.profilePath, st.profile, name, wt.columns!, undefined, wt.means, res.block_size);
+      const own = await weightedError(aa.profilePath, aa.profile, name, wt.columns!, undefined, wt.means, res.block_size);
+      assert.ok(Math.abs(own - direct.sumObjAfter!) <= 1e-9 * own, `${name}: objective ${direct.sumObjAfter} vs recomputed ${own}`);
       assert.ok(direct.sumObjAfter! <= staticObj * (1 + 1e-12), `${name}: ${direct.sumObjAfter} > static ${staticObj}`);
     }
     // Embeddings have no input statistics: plain squared error, objective = mse.
@@ -267,17 +303,19 @@ describe('weighted calibration', () => {
     assertClose(w1, u.map((v) => v / um), 1e-15, 'head weights');
     assert.ok(Math.abs(w1.reduce((a, b) => a + b, 0) / nh - 1) < 1e-12);
 
-    // Output projection: c_j ∝ E[x_j²]·w_h(j), mean 1.
+    // Output projection: input column j scaled by sqrt(w_h(j)): c_j ∝ Var[x_j]·w_h(j), μ_j ∝ E[x_j]·sqrt(w_h(j)).
     const ao = 'encoder.layer.1.attention.output.dense.weight';
     const wt = tensorWeighting('entropy-aware', ao, [H, H], stats);
     assert.equal(wt.kind, 'activation+head_columns');
     const m = stats.linears.get(ao)!.mean_sq;
-    const prod = Array.from(m, (v, j) => v * w1[Math.floor(j / (H / nh))]);
-    const pm = prod.reduce((a, b) => a + b, 0) / H;
-    assertClose(wt.columns!, prod.map((v) => v / pm), 1e-6, 'output projection weights');
+    const mu = stats.linears.get(ao)!.mean;
+    const hw = (j: number) => w1[Math.floor(j / (H / nh))];
+    const pm = Array.from(m, (v, j) => v * hw(j)).reduce((a, b) => a + b, 0) / H;
+    assertClose(wt.columns!, Array.from(m, (v, j) => (v - mu[j] * mu[j]) * hw(j) / pm), 1e-6, 'output projection weights');
+    assertClose(wt.means!, Array.from(mu, (v, j) => (v * Math.sqrt(hw(j))) / Math.sqrt(pm)), 1e-6, 'output projection means');
     assert.equal(ea.profile.tensor_calibrations[ao].weighting, 'activation+head_columns');
     const w = await weightBytes(ao);
-    const direct = await native().calibrate(w.bytes, { dtype: 'F16', rows: H, cols: H, scheme: 'fp4', blockSize: 64, columnWeights: wt.columns });
+    const direct = await native().calibrate(w.bytes, { dtype: 'F16', rows: H, cols: H, scheme: 'fp4', blockSize: 64, columnWeights: wt.columns, columnMeans: wt.means });
     assert.deepEqual((await readScales(ea.profilePath, ao, ea.profile)).scales, direct.scales);
 
     // Query: row weights are constant within a block: the same scales as activation-aware, a different objective.
@@ -289,12 +327,12 @@ describe('weighted calibration', () => {
     assert.deepEqual((await readScales(ea.profilePath, qn, ea.profile)).scales, (await readScales(aa.profilePath, qn, aa.profile)).scales);
     const r = ea.profile.tensor_calibrations[qn];
     assert.equal(r.mse_after, aa.profile.tensor_calibrations[qn].mse_after);
-    const expected = await weightedError(ea.profilePath, ea.profile, qn, qw.columns!, qw.rows!);
+    const expected = await weightedError(ea.profilePath, ea.profile, qn, qw.columns!, qw.rows!, qw.means, r.block_size);
     assert.ok(Math.abs(r.objective_after! * r.numel - expected) <= 1e-9 * expected, `${r.objective_after! * r.numel} vs ${expected}`);
 
     // NVFP4 (exhaustive over E4M3 codes) under the same weighting.
     const nv = profiles['nvfp4/entropy-aware'];
-    const dn = await native().calibrate(w.bytes, { dtype: 'F16', rows: H, cols: H, scheme: 'nvfp4', blockSize: 16, columnWeights: wt.columns });
+    const dn = await native().calibrate(w.bytes, { dtype: 'F16', rows: H, cols: H, scheme: 'nvfp4', blockSize: 16, columnWeights: wt.columns, columnMeans: wt.means });
     assert.deepEqual((await readScales(nv.profilePath, ao, nv.profile)).codes, dn.codes);
     assert.equal(nv.profile.tensor_calibrations[ao].objective_after, dn.sumObjAfter! / dn.counted);
 
@@ -337,7 +375,7 @@ describe('weighted calibration', () => {
     }
   });
 
-  test('block-size policy compares the weighted objective; the smallest-block shortcut holds for it', async () => {
+  test('block-size policy compares the weighted objective; the smallest-block shortcut only without the bias term', async () => {
     const bits = await calibrateCached({
       cacheDir: cache,
       model: MODEL,
@@ -353,12 +391,20 @@ describe('weighted calibration', () => {
       const best = Math.min(...objs);
       const ok = r.block_sizes_tried.filter((t) => t.objective_after! <= best * 1.05).map((t) => t.block_size);
       assert.equal(r.block_size, Math.max(...ok), name);
-      // Splitting blocks never raises the least weighted objective: 64 ≤ 128 ≤ 256.
-      assert.ok(objs[0] <= objs[1] * (1 + 1e-12) && objs[1] <= objs[2] * (1 + 1e-12), `${name}: ${objs}`);
       const mm = minmse.tensor_calibrations[name];
-      assert.equal(mm.block_size, 64);
-      assert.deepEqual(mm.block_sizes_dominated, [128, 256]);
-      assert.equal(mm.objective_after, r.block_sizes_tried[0].objective_after);
+      if (r.weighting === 'none') {
+        // Without the bias term, splitting blocks never raises the least weighted objective: 64 ≤ 128 ≤ 256.
+        assert.ok(objs[0] <= objs[1] * (1 + 1e-12) && objs[1] <= objs[2] * (1 + 1e-12), `${name}: ${objs}`);
+        assert.equal(mm.block_size, 64);
+        assert.deepEqual(mm.block_sizes_dominated, [128, 256]);
+        assert.equal(mm.objective_after, r.block_sizes_tried[0].objective_after);
+      } else {
+        // The per-block bias term scores a split block differently: min-mse tries every size.
+        assert.equal(mm.block_sizes_tried.length, 3, name);
+        assert.equal(mm.objective_after, best, name);
+        // Ties go to the larger block.
+        assert.equal(mm.block_size, Math.max(...r.block_sizes_tried.filter((t) => t.objective_after === best).map((t) => t.block_size)), name);
+      }
     }
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { native, type NativeCalibrateResult, type SchemeName, type SearchName } from '../src/native/index.js';
 import { trainedLike } from '../src/util/trained_like.js';
-import { E2M1_GRID, blockErrDecode, blockErrMultiplier, loadTables } from './helpers/reference.js';
+import { E2M1_GRID, blockErrDecode, blockErrMultiplier, loadTables, roundToGrid } from './helpers/reference.js';
 
 const f32 = Math.fround;
 const MAX: Record<string, number> = { e2m1: 6, e4m3: 448, e5m2: 57344 };
@@ -243,6 +243,95 @@ describe('weighted objective (per-column weights, the activation-aware modes)', 
     assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: bad }), { code: 'E_BAD_ARGUMENT' });
     bad[3] = NaN;
     assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: bad }), { code: 'E_BAD_ARGUMENT' });
+  });
+});
+
+describe('weighted objective with input means (the block bias term)', () => {
+  // Σ w_i Δ_i² + (Σ mu_i Δ_i)², Δ_i = x_i − x̂_i signed; decode: x̂ = Q(|x|/d)·d, else Q(|x|·s)/s.
+  function meanObj(x: Float32Array, w: Float32Array, mu: Float32Array, s: number, decode: boolean): number {
+    let e = 0;
+    let b = 0;
+    for (let i = 0; i < x.length; i++) {
+      const a = Math.abs(x[i]);
+      const xh = decode ? f32(roundToGrid(f32(a / s), GRIDS.e2m1) * s) : f32(roundToGrid(f32(a * s), GRIDS.e2m1) / s);
+      const d = (a - xh) * (x[i] < 0 ? -1 : 1);
+      e += w[i] * d * d;
+      b += mu[i] * d;
+    }
+    return e + b * b;
+  }
+  const cols = 96;
+  const cw = Float32Array.from(trainedLike(1, cols, { seed: 31, std: 1 }), (v) => v * v);
+  // Means of either sign, some as large as the root of the weights (LayerNorm / GELU outputs).
+  const mu = Float32Array.from(trainedLike(1, cols, { seed: 32, std: 1 }), (v, j) => (j % 3 === 0 ? Math.abs(v) : 0.3 * v));
+
+  it('zero means give exactly the result without means', async () => {
+    const x = trainedLike(10, cols, { seed: 33 });
+    for (const [scheme, bs] of [['fp4', 32], ['nvfp4', 16], ['mxfp4', 32]] as const) {
+      const opts = { dtype: 'F32' as const, rows: 10, cols, scheme, blockSize: bs, columnWeights: cw };
+      const without = await native().calibrate(new Uint8Array(x.buffer), opts);
+      const zero = await native().calibrate(new Uint8Array(x.buffer), { ...opts, columnMeans: new Float32Array(cols) });
+      assert.deepEqual(zero.scales, without.scales, scheme);
+      assert.equal(zero.sumObjAfter, without.sumObjAfter, scheme);
+    }
+  });
+
+  it('fp4: the exact sweep vs a dense search over (0.3, 6)·absmax/6, per block', async () => {
+    const rows = 16;
+    const bs = 32;
+    const x = trainedLike(rows, cols, { seed: 34 });
+    const r = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'fp4', blockSize: bs, columnWeights: cw, columnMeans: mu });
+    let sumExact = 0;
+    let sumDense = 0;
+    for (let b = 0; b < rows * (cols / bs); b++) {
+      const c0 = (b % (cols / bs)) * bs;
+      const xb = x.subarray(b * bs, (b + 1) * bs);
+      const wb = cw.subarray(c0, c0 + bs);
+      const mb = mu.subarray(c0, c0 + bs);
+      const s0 = f32(6 / absmax(xb));
+      const naive = meanObj(xb, wb, mb, s0, false);
+      let dense = naive;
+      for (let i = 0; i < 4000; i++) dense = Math.min(dense, meanObj(xb, wb, mb, f32(s0 / (0.3 + (5.7 * i) / 3999)), false));
+      const exact = meanObj(xb, wb, mb, r.scales[b], false);
+      assert.ok(exact <= naive * (1 + 1e-12), `block ${b}: ${exact} > naive ${naive}`);
+      // Candidates stay 8 float ulps inside each interval (the bias term jumps at breakpoints).
+      assert.ok(exact <= dense * (1 + 1e-5), `block ${b}: exact ${exact} > dense ${dense}`);
+      sumExact += exact;
+      sumDense += dense;
+    }
+    assert.ok(sumExact <= sumDense * (1 + 1e-6));
+    assert.ok(Math.abs(r.sumObjAfter! - sumExact) <= 1e-9 * sumExact);
+  });
+
+  it('nvfp4 and mxfp4: the chosen scale is the best over every code (larger than absmax/(max/2) included)', async () => {
+    const rows = 8;
+    const x = trainedLike(rows, cols, { seed: 35 });
+    const e4m3 = native().e4m3Decode(Uint8Array.from({ length: 127 }, (_, i) => i));
+    const nv = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'nvfp4', blockSize: 16, columnWeights: cw, columnMeans: mu });
+    const mx = await native().calibrate(new Uint8Array(x.buffer), { dtype: 'F32', rows, cols, scheme: 'mxfp4', blockSize: 32, columnWeights: cw, columnMeans: mu });
+    for (const [r, bs] of [[nv, 16], [mx, 32]] as const) {
+      for (let b = 0; b < rows * (cols / bs); b++) {
+        const c0 = (b % (cols / bs)) * bs;
+        const xb = x.subarray(b * bs, (b + 1) * bs);
+        const args = [cw.subarray(c0, c0 + bs), mu.subarray(c0, c0 + bs)] as const;
+        let best = Infinity;
+        if (bs === 16) for (let c = 1; c <= 126; c++) best = Math.min(best, meanObj(xb, ...args, f32(e4m3[c] * nv.globalDecode), true));
+        else for (let k = -127; k <= 127; k++) best = Math.min(best, meanObj(xb, ...args, 2 ** k, true));
+        const d = bs === 16 ? f32(e4m3[r.codes![b]] * nv.globalDecode) : 2 ** (r.codes![b] - 127);
+        assert.ok(meanObj(xb, ...args, d, true) <= best * (1 + 1e-12), `block size ${bs}, block ${b}`);
+      }
+    }
+  });
+
+  it('rejects means without weights, of the wrong length or non-finite', () => {
+    const x = new Float32Array(64);
+    const base = { dtype: 'F32' as const, rows: 1, cols: 64, scheme: 'fp4' as const, blockSize: 64 };
+    const w = new Float32Array(64).fill(1);
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnMeans: new Float32Array(64) }), { code: 'E_BAD_ARGUMENT' });
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: w, columnMeans: new Float32Array(63) }), { code: 'E_BAD_ARGUMENT' });
+    const bad = new Float32Array(64);
+    bad[5] = Infinity;
+    assert.throws(() => native().calibrate(new Uint8Array(x.buffer), { ...base, columnWeights: w, columnMeans: bad }), { code: 'E_BAD_ARGUMENT' });
   });
 });
 

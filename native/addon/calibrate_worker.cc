@@ -98,11 +98,28 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     weights = cw;
   }
 
+  Napi::Object means;
+  Napi::Value mv = o.Get("columnMeans");
+  if (!mv.IsUndefined() && !mv.IsNull()) {
+    if (!p.col_weights) throw coded_error(env, "E_BAD_ARGUMENT", "columnMeans needs columnWeights");
+    if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+        int64_t(mv.As<Napi::TypedArray>().ElementLength()) != view.cols)
+      throw coded_error(env, "E_BAD_ARGUMENT", "columnMeans must be a Float32Array with one mean per column");
+    Napi::Float32Array cm = mv.As<Napi::Float32Array>();
+    for (size_t i = 0; i < cm.ElementLength(); ++i) {
+      if (!std::isfinite(cm[i]))
+        throw coded_error(env, "E_BAD_ARGUMENT", "columnMeans must be finite (index " + std::to_string(i) + ")");
+    }
+    p.col_means = cm.Data();
+    means = cm;
+  }
+
   // The weight bytes, the control words and the column weights are read by the worker threads:
   // keep them alive until it finishes.
   std::vector<Napi::Object> keep{ta};
   if (!control.IsEmpty()) keep.push_back(control);
   if (!weights.IsEmpty()) keep.push_back(weights);
+  if (!means.IsEmpty()) keep.push_back(means);
   auto out = std::make_shared<calib::CalibOutput>();
   return calib_js::PromiseWorker::Start(new calib_js::PromiseWorker(
       env, "calibscope.calibrate", "calibrating the tensor", std::move(keep),

@@ -205,11 +205,16 @@ class ForwardWorker : public Napi::AsyncWorker {
         o.Set("attentionOutput", calib_js::to_typed<Napi::Float64Array>(env, L.attn_output));
         o.Set("intermediate", calib_js::to_typed<Napi::Float64Array>(env, L.intermediate));
         o.Set("entropy", calib_js::to_typed<Napi::Float64Array>(env, L.entropy));
+        o.Set("inputSum", calib_js::to_typed<Napi::Float64Array>(env, L.input_sum));
+        o.Set("contextSum", calib_js::to_typed<Napi::Float64Array>(env, L.context_sum));
+        o.Set("attentionOutputSum", calib_js::to_typed<Napi::Float64Array>(env, L.attn_output_sum));
+        o.Set("intermediateSum", calib_js::to_typed<Napi::Float64Array>(env, L.intermediate_sum));
         layers.Set(uint32_t(i), o);
       }
       Napi::Object st = Napi::Object::New(env);
       st.Set("layers", layers);
       st.Set("pooler", calib_js::to_typed<Napi::Float64Array>(env, out_.pooler));
+      st.Set("poolerSum", calib_js::to_typed<Napi::Float64Array>(env, out_.pooler_sum));
       r.Set("stats", st);
     }
     if (params_.act_quant) {

@@ -142,7 +142,9 @@ struct BlockResult {
 };
 
 // A block's error and its search objective: Σ w_i (x_i − x̂_i)² with per-element weights (the
-// activation-aware modes), or the plain squared error when w is null.
+// activation-aware modes), or the plain squared error when w is null. With input means mu as well
+// (w is then non-null), the block's bias term (Σ mu_i (x_i − x̂_i))² is added: the rank-1 part
+// μμᵀ of E[x xᵀ] that the diagonal weights do not see.
 struct BlockObj {
   double err;
   double obj;
@@ -150,20 +152,22 @@ struct BlockObj {
 };
 
 template <class F, bool kDecode>
-inline BlockObj eval_obj(const float* x, const float* w, int n, float scale) {
+inline BlockObj eval_obj(const float* x, const float* w, const float* mu, int n, float scale) {
   if (w == nullptr) {
     const BlockEval e = eval_block<F, kDecode>(x, n, scale);
     return {e.err, e.err, e.outliers};
   }
   double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, wlane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   uint32_t outliers = 0;
+  double bias = 0.0;
   for (int i = 0; i < n; ++i) {
     const double d = elem_diff<F, kDecode>(x[i], scale, outliers);
     const double d2 = d * d;
     lane[i & 7] += d2;
     wlane[i & 7] += double(w[i]) * d2;
+    if (mu) bias += double(mu[i]) * (x[i] < 0.0f ? -d : d);  // signed x − x̂
   }
-  return {combine_lanes(lane), combine_lanes(wlane), outliers};
+  return {combine_lanes(lane), combine_lanes(wlane) + bias * bias, outliers};
 }
 
 // Events of the exact sweep: at decode scale t one element's rounding steps one grid value down.
@@ -177,6 +181,11 @@ struct SweepEventT {
 };
 using SweepEvent = SweepEventT<float>;
 using SweepEventW = SweepEventT<double>;
+// With input means: also the change of M = Σ mu sign(x) q.
+struct SweepEventM {
+  double t;
+  double dA, dB, dM;
+};
 
 template <class E>
 struct EventBuffers {
@@ -186,6 +195,7 @@ struct EventBuffers {
 struct Scratch {
   EventBuffers<SweepEvent> plain;
   EventBuffers<SweepEventW> weighted;
+  EventBuffers<SweepEventM> mean;
   std::vector<uint32_t> bucket_start;
   std::vector<int> kidx;
   size_t count = 0;  // events in use
@@ -246,11 +256,17 @@ inline int count_mids(const double* mid, int K, double y) {
 // that can matter at 2t is also on the grid at t (the formats are closed under doubling there),
 // element by element, so also for any non-negative weights.
 // Below t_lo some element's clipping error alone exceeds the naive objective.
-template <class F, bool kW>
-inline double exact_decode_scale_impl(const float* x, const float* w, int n, float amax, double obj_naive, Scratch& sc) {
-  using Event = SweepEventT<typename std::conditional<kW, double, float>::type>;
+// With input means (kM), the bias term (P − t·M)², P = Σ mu sign(x)|x|, M = Σ mu sign(x) q, adds
+// M², P·M and P² to A, B and C: still piecewise quadratic with the same breakpoints. The t ≥ 2·t0
+// argument is element by element and does not hold for this term (a larger scale that rounds more
+// elements to zero can cancel the bias), so with means the sweep runs up to amax / mid[1], where
+// every element rounds to zero and the objective stops changing: exact over all t > t_lo.
+template <class F, bool kW, bool kM = false>
+inline double exact_decode_scale_impl(const float* x, const float* w, const float* mu, int n, float amax, double obj_naive, Scratch& sc) {
+  using Event = typename std::conditional<kM, SweepEventM, SweepEventT<typename std::conditional<kW, double, float>::type>>::type;
   EventBuffers<Event>& buf = *[&]() {
-    if constexpr (kW) return &sc.weighted;
+    if constexpr (kM) return &sc.mean;
+    else if constexpr (kW) return &sc.weighted;
     else return &sc.plain;
   }();
   const Grid& g = grid_of(F::kId);
@@ -259,7 +275,7 @@ inline double exact_decode_scale_impl(const float* x, const float* w, int n, flo
   const double* mid = g.mid.data();
   const double* inv_mid = g.inv_mid.data();
   const double t0 = double(amax) / double(F::kMax);
-  const double t_hi = 2.0 * t0;
+  const double t_hi = kM ? double(amax) / mid[1] * (1.0 + 1e-6) : 2.0 * t0;
   const double root = std::sqrt(obj_naive) * (1.0 + 1e-9);
   double t_lo = (double(amax) - root) / double(F::kMax);
   if constexpr (kW) {
@@ -301,18 +317,27 @@ inline double exact_decode_scale_impl(const float* x, const float* w, int n, flo
   }
   Event* ev = buf.events.data();
   size_t ne = 0;
-  double A = 0.0, B = 0.0, C = 0.0;
+  double A = 0.0, B = 0.0, C = 0.0, M = 0.0, P = 0.0;
   for (int i = 0; i < n; ++i) {
     const double a = std::fabs(double(x[i]));
     const double c = kW ? double(w[i]) : 1.0;
-    if (a == 0.0 || c == 0.0) continue;
+    const double ms = kM ? (x[i] < 0.0f ? -double(mu[i]) : double(mu[i])) : 0.0;
+    if (a == 0.0 || (c == 0.0 && ms == 0.0)) continue;
     C += c * (a * a);
     const double q = val[k_hi[i]];
     A += c * (q * q);
     B += c * (a * q);
+    if constexpr (kM) {
+      M += ms * q;
+      P += ms * a;
+    }
     for (int k = k_hi[i]; k > k_lo[i]; --k) {
       ev[ne].t = a * inv_mid[k];
-      if constexpr (kW) {
+      if constexpr (kM) {
+        ev[ne].dA = c * double(g.d_sq[k]);
+        ev[ne].dB = c * (a * g.d_val[k]);
+        ev[ne].dM = ms * g.d_val[k];
+      } else if constexpr (kW) {
         ev[ne].dA = c * double(g.d_sq[k]);
         ev[ne].dB = c * (a * g.d_val[k]);
       } else {
@@ -330,9 +355,19 @@ inline double exact_decode_scale_impl(const float* x, const float* w, int n, flo
   double t_prev = t_lo;
   for (size_t j = 0; j <= ne; ++j) {
     const double t_end = j < ne ? ev[j].t : t_hi;
-    double t = A > 0.0 ? B / A : t_prev;
-    t = std::min(std::max(t, t_prev), t_end);
-    const double e = (A * t - 2.0 * B) * t + C;
+    const double A2 = kM ? A + M * M : A, B2 = kM ? B + P * M : B, C2 = kM ? C + P * P : C;
+    double lo = t_prev, hi = t_end;
+    if constexpr (kM) {
+      // The bias term jumps at a breakpoint (the rounding error changes sign there), so an
+      // interval's end is only approached from inside: keep the candidate strictly inside, further
+      // than the float32 scale's rounding (8 ulp) can move it.
+      const double nudge = 4.8e-7 * hi;
+      if (2.0 * nudge < hi - lo) lo += nudge, hi -= nudge;
+      else lo = hi = 0.5 * (lo + hi);
+    }
+    double t = A2 > 0.0 ? B2 / A2 : lo;
+    t = std::min(std::max(t, lo), hi);
+    const double e = (A2 * t - 2.0 * B2) * t + C2;
     const bool better = t > 0.0 && e < best_e;  // branch-free: this is taken unpredictably
     best_t = better ? t : best_t;
     best_e = better ? e : best_e;
@@ -340,27 +375,29 @@ inline double exact_decode_scale_impl(const float* x, const float* w, int n, flo
     if (j < ne) {
       A += ev[j].dA;
       B += ev[j].dB;
+      if constexpr (kM) M += ev[j].dM;
     }
   }
   return best_t;
 }
 
 template <class F>
-inline double exact_decode_scale(const float* x, const float* w, int n, float amax, double obj_naive, Scratch& sc) {
-  return w ? exact_decode_scale_impl<F, true>(x, w, n, amax, obj_naive, sc)
-           : exact_decode_scale_impl<F, false>(x, nullptr, n, amax, obj_naive, sc);
+inline double exact_decode_scale(const float* x, const float* w, const float* mu, int n, float amax, double obj_naive, Scratch& sc) {
+  if (w && mu) return exact_decode_scale_impl<F, true, true>(x, w, mu, n, amax, obj_naive, sc);
+  return w ? exact_decode_scale_impl<F, true>(x, w, nullptr, n, amax, obj_naive, sc)
+           : exact_decode_scale_impl<F, false>(x, nullptr, nullptr, n, amax, obj_naive, sc);
 }
 
 // The specification's search over multipliers s in [0.1·s0, 2·s0]: 20 ternary rounds.
 template <class F>
-inline float ternary_multiplier(const float* x, const float* w, int n, float s0, double e0) {
+inline float ternary_multiplier(const float* x, const float* w, const float* mu, int n, float s0, double e0) {
   float lo = s0 * 0.1f, hi = s0 * 2.0f, best = s0;
   double best_e = e0;
   for (int r = 0; r < 20; ++r) {
     const float m1 = lo + (hi - lo) / 3.0f;
     const float m2 = hi - (hi - lo) / 3.0f;
-    const double e1 = eval_obj<F, false>(x, w, n, m1).obj;
-    const double e2 = eval_obj<F, false>(x, w, n, m2).obj;
+    const double e1 = eval_obj<F, false>(x, w, mu, n, m1).obj;
+    const double e2 = eval_obj<F, false>(x, w, mu, n, m2).obj;
     if (e1 < e2) {
       hi = m2;
       if (e1 < best_e) best_e = e1, best = m1;
@@ -374,21 +411,21 @@ inline float ternary_multiplier(const float* x, const float* w, int n, float s0,
 
 // FP32 scales: naive s0 = max/absmax, then the chosen search; never worse than naive.
 template <class F>
-inline BlockResult search_fp32(const float* x, const float* w, int n, Search mode, Scratch& sc) {
+inline BlockResult search_fp32(const float* x, const float* w, const float* mu, int n, Search mode, Scratch& sc) {
   const float amax = block_absmax(x, n);
   if (amax == 0.0f) return {1.0f, 0, 0.0, 0.0, 0, 0.0, 0.0};
   const float s0 = F::kMax / amax;
-  const BlockObj naive = eval_obj<F, false>(x, w, n, s0);
+  const BlockObj naive = eval_obj<F, false>(x, w, mu, n, s0);
   BlockResult r{s0, 0, naive.err, naive.err, naive.outliers, naive.obj, naive.obj};
   float s = s0;
   if (mode == Search::Exact) {
-    const double t = exact_decode_scale<F>(x, w, n, amax, naive.obj, sc);
+    const double t = exact_decode_scale<F>(x, w, mu, n, amax, naive.obj, sc);
     s = float(1.0 / t);
   } else if (mode == Search::Ternary) {
-    s = ternary_multiplier<F>(x, w, n, s0, naive.obj);
+    s = ternary_multiplier<F>(x, w, mu, n, s0, naive.obj);
   }
   if (s != s0 && std::isfinite(s) && s > 0.0f) {
-    const BlockObj e = eval_obj<F, false>(x, w, n, s);
+    const BlockObj e = eval_obj<F, false>(x, w, mu, n, s);
     if (e.obj < naive.obj) {
       r.scale = s;
       r.err_after = e.err;
@@ -438,19 +475,19 @@ inline const E4M3Table& e4m3_table() {
 }
 
 template <class F>
-inline BlockResult search_nvfp4(const float* x, const float* w, int n, float g, Search mode) {
+inline BlockResult search_nvfp4(const float* x, const float* w, const float* mu, int n, float g, Search mode) {
   const E4M3Table& tab = e4m3_table();
   const float amax = block_absmax(x, n);
   if (amax == 0.0f) return {1.0f / (tab.value[1] * g), 1, 0.0, 0.0, 0, 0.0, 0.0};
   uint8_t std_code = e4m3_encode_rne(amax / (6.0f * g));
   if (std_code == 0) std_code = 1;  // the smallest positive E4M3 value, 2^-9
   const float d_std = tab.value[std_code] * g;
-  const BlockObj e_std = eval_obj<F, true>(x, w, n, d_std);
+  const BlockObj e_std = eval_obj<F, true>(x, w, mu, n, d_std);
   BlockResult r{1.0f / d_std, std_code, e_std.err, e_std.err, e_std.outliers, e_std.obj, e_std.obj};
   auto try_code = [&](int c) {
     const float d = tab.value[c] * g;
     if (!(d > 0.0f) || !std::isfinite(d)) return;
-    const BlockObj e = eval_obj<F, true>(x, w, n, d);
+    const BlockObj e = eval_obj<F, true>(x, w, mu, n, d);
     if (e.obj < r.obj_after) {
       r.scale = 1.0f / d;
       r.code = uint8_t(c);
@@ -465,9 +502,14 @@ inline BlockResult search_nvfp4(const float* x, const float* w, int n, float g, 
     const double d_lo = w ? 0.0 : (double(amax) - std::sqrt(r.obj_after) * (1.0 + 1e-9)) / double(F::kMax);
     int c_lo = 1;
     if (d_lo > 0.0) c_lo = std::max(1, int(e4m3_encode_rne(float(d_lo / double(g)))) - 1);
+    // With means the halving argument does not hold: every code up to the first that rounds the
+    // whole block to zero (larger ones give the same objective) is a candidate.
+    const double all_zero = double(amax) / grid_of(F::kId).mid[1];
     for (int c = c_lo; c <= 126; ++c) {
       const double d = double(tab.value[c]) * double(g);
-      if (d >= half_range) {
+      if (mu) {
+        if (d > all_zero && double(tab.value[c - 1]) * double(g) > all_zero) break;
+      } else if (d >= half_range) {
         if (c >= 16) break;  // codes from 16 up can all be halved exactly
         if (tab.halvable[c]) continue;
       }
@@ -476,7 +518,7 @@ inline BlockResult search_nvfp4(const float* x, const float* w, int n, float g, 
       try_code(c);
     }
   } else if (mode == Search::Ternary) {
-    const float s = ternary_multiplier<F>(x, w, n, 1.0f / d_std, e_std.obj);
+    const float s = ternary_multiplier<F>(x, w, mu, n, 1.0f / d_std, e_std.obj);
     int c = e4m3_encode_rne((1.0f / s) / g);
     if (c == 0) c = 1;
     if (c != std_code) try_code(c);
@@ -499,17 +541,17 @@ inline int floor_log2(float v) {
 }
 
 template <class F>
-inline BlockResult search_mx(const float* x, const float* w, int n, Search mode) {
+inline BlockResult search_mx(const float* x, const float* w, const float* mu, int n, Search mode) {
   const float amax = block_absmax(x, n);
   if (amax == 0.0f) return {1.0f, 127, 0.0, 0.0, 0, 0.0, 0.0};
   const int emax = mx_emax_elem(F::kId);
   const int k_std = std::min(127, std::max(-127, floor_log2(amax) - emax));
   const float d_std = pow2_exact(k_std);
-  const BlockObj e_std = eval_obj<F, true>(x, w, n, d_std);
+  const BlockObj e_std = eval_obj<F, true>(x, w, mu, n, d_std);
   BlockResult r{1.0f / d_std, uint8_t(k_std + 127), e_std.err, e_std.err, e_std.outliers, e_std.obj, e_std.obj};
   auto try_k = [&](int k) {
     const float d = pow2_exact(k);
-    const BlockObj e = eval_obj<F, true>(x, w, n, d);
+    const BlockObj e = eval_obj<F, true>(x, w, mu, n, d);
     if (e.obj < r.obj_after) {
       r.scale = 1.0f / d;
       r.code = uint8_t(k + 127);
@@ -522,8 +564,10 @@ inline BlockResult search_mx(const float* x, const float* w, int n, Search mode)
     const double half_range = double(amax) / (double(F::kMax) * 0.5);
     // Below: stop once the largest element's clipping alone exceeds the best error.
     // Above: the first power of two >= absmax/(max/2) dominates every larger one.
+    // With means (no halving argument): up to the first power of two that rounds every element to zero.
+    const double top = mu ? double(amax) / grid_of(F::kId).mid[1] : half_range;
     int k_top = k_std;
-    while (k_top < 127 && double(pow2_exact(k_top)) < half_range) ++k_top;
+    while (k_top < 127 && (mu ? double(pow2_exact(k_top)) <= top : double(pow2_exact(k_top)) < top)) ++k_top;
     int k_bottom = k_std;
     while (k_bottom > -127) {
       if (clip_bound<F>(x, w, n, amax, double(pow2_exact(k_bottom - 1))) > r.obj_after) break;
@@ -533,7 +577,7 @@ inline BlockResult search_mx(const float* x, const float* w, int n, Search mode)
       if (k != k_std) try_k(k);
     }
   } else if (mode == Search::Ternary) {
-    const float s = ternary_multiplier<F>(x, w, n, 1.0f / d_std, e_std.obj);
+    const float s = ternary_multiplier<F>(x, w, mu, n, 1.0f / d_std, e_std.obj);
     const int k = std::min(127, std::max(-127, int(std::lround(-std::log2(double(s))))));
     if (k != k_std) try_k(k);
   }

@@ -36,6 +36,9 @@ struct CalibParams {
   // Optional per-column weights (length cols, finite, >= 0): the search then minimizes
   // Σ_j w_j (x_ij − x̂_ij)², e.g. with w_j = E[x_j²] of the layer's inputs (activation-aware).
   const float* col_weights = nullptr;
+  // Optional per-column input means (length cols, finite; only with col_weights): the search then
+  // adds the block's bias term (Σ_j mu_j (x_ij − x̂_ij))² to the weighted error.
+  const float* col_means = nullptr;
   // Optional control words shared with the caller: [0] != 0 requests cancellation,
   // [1] receives the number of blocks done (relaxed atomics).
   int32_t* control = nullptr;

@@ -55,7 +55,7 @@ struct BertEncoder::Scratch {
 // One chunk's statistics, merged into the pass's totals in chunk order.
 struct BertEncoder::ChunkStats {
   std::vector<LayerStats> layers;
-  std::vector<double> pooler;
+  std::vector<double> pooler, pooler_sum;
   std::vector<ActQuantStats> act;
   ChunkStats(const BertConfig& c, bool stats, bool act_quant) {
     if (stats) {
@@ -66,8 +66,13 @@ struct BertEncoder::ChunkStats {
         L.attn_output.assign(size_t(c.hidden), 0.0);
         L.intermediate.assign(size_t(c.intermediate), 0.0);
         L.entropy.assign(size_t(c.heads), 0.0);
+        L.input_sum.assign(size_t(c.hidden), 0.0);
+        L.context_sum.assign(size_t(c.hidden), 0.0);
+        L.attn_output_sum.assign(size_t(c.hidden), 0.0);
+        L.intermediate_sum.assign(size_t(c.intermediate), 0.0);
       }
       pooler.assign(size_t(c.hidden), 0.0);
+      pooler_sum.assign(size_t(c.hidden), 0.0);
     }
     if (act_quant) act.resize(size_t(c.layers * kLinears));
   }
@@ -82,20 +87,29 @@ struct BertEncoder::ChunkStats {
       add(layers[l].attn_output, o.layers[l].attn_output);
       add(layers[l].intermediate, o.layers[l].intermediate);
       add(layers[l].entropy, o.layers[l].entropy);
+      add(layers[l].input_sum, o.layers[l].input_sum);
+      add(layers[l].context_sum, o.layers[l].context_sum);
+      add(layers[l].attn_output_sum, o.layers[l].attn_output_sum);
+      add(layers[l].intermediate_sum, o.layers[l].intermediate_sum);
     }
     add(pooler, o.pooler);
+    add(pooler_sum, o.pooler_sum);
     for (size_t i = 0; i < act.size(); ++i) act[i].merge(o.act[i]);
   }
 };
 
 namespace {
 
-// acc[j] += Σ_t x[t][j]², tokens in order.
-void add_squares(const float* x, int64_t n, int64_t cols, std::vector<double>& acc) {
+// acc[j] += Σ_t x[t][j]² and sum[j] += Σ_t x[t][j], tokens in order.
+void add_squares(const float* x, int64_t n, int64_t cols, std::vector<double>& acc, std::vector<double>& sum) {
   double* a = acc.data();
+  double* m = sum.data();
   for (int64_t t = 0; t < n; ++t) {
     const float* r = x + t * cols;
-    for (int64_t j = 0; j < cols; ++j) a[j] += double(r[j]) * double(r[j]);
+    for (int64_t j = 0; j < cols; ++j) {
+      a[j] += double(r[j]) * double(r[j]);
+      m[j] += double(r[j]);
+    }
   }
 }
 
@@ -222,7 +236,7 @@ void BertEncoder::run_layer(const Layer& L, int layer, int64_t n, const std::vec
     return s.aq.data();
   };
   float* x = s.x.data();
-  if (st) add_squares(x, n, H, st->input);
+  if (st) add_squares(x, n, H, st->input, st->input_sum);
   linear(input(kQuery, x, H), n, H, L.q, s.q.data(), H);
   linear(input(kKey, x, H), n, H, L.k, s.k.data(), H);
   linear(input(kValue, x, H), n, H, L.v, s.v.data(), H);
@@ -261,14 +275,14 @@ void BertEncoder::run_layer(const Layer& L, int layer, int64_t n, const std::vec
   }
 
   float* tmp = s.tmp.data();
-  if (st) add_squares(s.ctx.data(), n, H, st->context);
+  if (st) add_squares(s.ctx.data(), n, H, st->context, st->context_sum);
   linear(input(kAttnOut, s.ctx.data(), H), n, H, L.attn_out, tmp, H);
   for (int64_t i = 0; i < n * H; ++i) tmp[i] += x[i];
   layer_norm(tmp, n, L.ln1_g, L.ln1_b);
   std::memcpy(x, tmp, size_t(n * H) * sizeof(float));
 
   float* inter = s.inter.data();
-  if (st) add_squares(x, n, H, st->attn_output);
+  if (st) add_squares(x, n, H, st->attn_output, st->attn_output_sum);
   linear(input(kInter, x, H), n, H, L.inter, inter, I);
   switch (cfg_.act) {
     case Activation::GeluErf: gelu_erf_inplace(inter, n * I); break;
@@ -277,7 +291,7 @@ void BertEncoder::run_layer(const Layer& L, int layer, int64_t n, const std::vec
       for (int64_t i = 0; i < n * I; ++i) inter[i] = inter[i] > 0.0f ? inter[i] : 0.0f;
       break;
   }
-  if (st) add_squares(inter, n, I, st->intermediate);
+  if (st) add_squares(inter, n, I, st->intermediate, st->intermediate_sum);
   linear(input(kOut, inter, I), n, I, L.out, tmp, H);
   for (int64_t i = 0; i < n * H; ++i) tmp[i] += x[i];
   layer_norm(tmp, n, L.ln2_g, L.ln2_b);
@@ -313,7 +327,7 @@ void BertEncoder::run_chunk(const Chunk& ch, const std::vector<int32_t>& tok_id,
   if (p.stats) {
     // pooler.dense reads the first ([CLS]) token's last hidden state of each sequence.
     for (size_t si = 0; si + 1 < seq_off.size(); ++si)
-      if (seq_off[si + 1] > seq_off[si]) add_squares(x + seq_off[si] * H, 1, H, cs->pooler);
+      if (seq_off[si + 1] > seq_off[si]) add_squares(x + seq_off[si] * H, 1, H, cs->pooler, cs->pooler_sum);
   }
   std::memcpy(out.hidden.data() + ch.tok_begin * H, x, size_t(n * H) * sizeof(float));
 }
@@ -458,6 +472,7 @@ ForwardOutput BertEncoder::forward(const Batch& b, const ForwardParams& p) const
   if (with_stats) {
     out.stats = std::move(total->layers);
     out.pooler = std::move(total->pooler);
+    out.pooler_sum = std::move(total->pooler_sum);
     out.act = std::move(total->act);
   }
   return out;

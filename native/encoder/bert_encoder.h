@@ -76,8 +76,10 @@ struct ForwardParams {
 enum LinearSlot : int { kQuery = 0, kKey, kValue, kAttnOut, kInter, kOut, kLinears };
 
 // Σ x_j² of the inputs of one layer's Linears (query/key/value share `input`) and Σ entropy per head.
+// The *_sum vectors hold Σ x_j of the same inputs (their means, for the bias term of the error).
 struct LayerStats {
   std::vector<double> input, context, attn_output, intermediate, entropy;
+  std::vector<double> input_sum, context_sum, attn_output_sum, intermediate_sum;
 };
 
 struct ForwardOutput {
@@ -86,6 +88,7 @@ struct ForwardOutput {
   std::vector<std::vector<float>> layer_inputs;  // capture only: one tokens × hidden array per layer run
   std::vector<LayerStats> stats;                 // stats only: one per layer
   std::vector<double> pooler;                    // stats only: Σ x_j² of each sequence's first token, last layer
+  std::vector<double> pooler_sum;                // stats only: Σ x_j of the same
   std::vector<ActQuantStats> act;                // act_quant only: layers × kLinears
 };
 

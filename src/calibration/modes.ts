@@ -1,7 +1,8 @@
 // Calibration modes (docs/modes.md): what the block search minimizes for each tensor.
 //   static            Σ (x − x̂)²                                (plain MSE, no statistics)
-//   activation-aware  Σ_ij c_j (x_ij − x̂_ij)²,  c_j = E[x_j²] of the Linear's input, mean 1
-//   entropy-aware     Σ_ij r_i c_j (x_ij − x̂_ij)², with head weights from attention entropy
+//   activation-aware  Σ_ij c_j (x_ij − x̂_ij)² + Σ_blocks (Σ_j μ_j (x_ij − x̂_ij))²,
+//                     c_j = Var[x_j], μ_j = E[x_j] of the Linear's input, over mean_k E[x_k²]
+//   entropy-aware     the same with row weights r_i and head-scaled columns from attention entropy
 // Tensors without input statistics (the embeddings) fall back to plain squared error.
 import type { CalibrationStats } from '../semantic/calibration_stats.js';
 import { CalibscopeError } from '../util/errors.js';
@@ -34,6 +35,8 @@ export interface TensorWeighting {
   columns?: Float32Array;
   /** r_i, one per row (output feature), mean 1: constant within every block. */
   rows?: Float32Array;
+  /** μ_j / sqrt(mean_k E[x_k²]), one per column: the bias term (Σ_j μ_j Δ_j)² on the scale of c_j. */
+  means?: Float32Array;
 }
 
 /** w_h = (1 / (H_h + ε)) / mean_h'(1 / (H_h' + ε)) for each head of one layer: mean 1, sharper heads weigh more. */
@@ -41,15 +44,6 @@ export function headWeights(entropy: ArrayLike<number>, epsilon = ENTROPY_EPSILO
   const u = Float64Array.from(entropy, (e) => 1 / (Math.max(0, e) + epsilon));
   const mean = u.reduce((a, b) => a + b, 0) / (u.length || 1);
   return u.map((v) => v / mean);
-}
-
-/** x / mean(x) as float32; null when the mean is not positive (no signal to weight by). */
-function meanOne(x: ArrayLike<number>): Float32Array | null {
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += x[i];
-  const mean = sum / (x.length || 1);
-  if (!(mean > 0) || !Number.isFinite(mean)) return null;
-  return Float32Array.from(x, (v) => v / mean);
 }
 
 const QKV_RE = /(^|\.)encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.weight$/;
@@ -73,25 +67,46 @@ export function tensorWeighting(mode: CalibrationMode, tensor: string, shape: re
       { tensor, shape, in_features: lin.in_features },
     );
   }
-  const act = meanOne(lin.mean_sq);
+  const act = activationWeights(lin.mean_sq, lin.mean);
   if (!act) return { kind: 'none' };
-  if (mode === 'activation-aware') return { kind: 'activation', columns: act };
-
+  if (mode === 'activation-aware') return { kind: 'activation', ...act };
   const nh = stats.heads;
   const qkv = QKV_RE.exec(tensor);
   const ao = ATTN_OUT_RE.exec(tensor);
   const layer = qkv ? Number(qkv[2]) : ao ? Number(ao[2]) : -1;
-  if (layer < 0 || layer >= stats.layers) return { kind: 'activation', columns: act };
+  if (layer < 0 || layer >= stats.layers) return { kind: 'activation', ...act };
   const w = headWeights(stats.attention_entropy.subarray(layer * nh, (layer + 1) * nh));
   if (ao) {
-    // Input column j is the context of head floor(j / d).
+    // Input column j is the context of head floor(j / d): scaling that input by sqrt(w_h) scales
+    // its second moment and variance by w_h and its mean by sqrt(w_h).
     const d = cols / nh;
-    const c = meanOne(Array.from(act, (v, j) => v * w[Math.floor(j / d)]));
-    return c ? { kind: 'activation+head_columns', columns: c } : { kind: 'activation', columns: act };
+    const hw = (j: number) => w[Math.floor(j / d)];
+    const c = activationWeights(
+      Array.from(lin.mean_sq, (v, j) => v * hw(j)),
+      Array.from(lin.mean, (v, j) => v * Math.sqrt(hw(j))),
+    );
+    return c ? { kind: 'activation+head_columns', ...c } : { kind: 'activation', ...act };
   }
   // Query/key/value output row i feeds head floor(i / d).
   const d = rows / nh;
-  return { kind: 'activation+head_rows', columns: act, rows: Float32Array.from({ length: rows }, (_, i) => w[Math.floor(i / d)]) };
+  return { kind: 'activation+head_rows', ...act, rows: Float32Array.from({ length: rows }, (_, i) => w[Math.floor(i / d)]) };
+}
+
+/**
+ * E[x xᵀ] ≈ diag(Var[x]) + μμᵀ: column weights c_j = Var[x_j] and the block bias term's means μ_j,
+ * divided by m = mean_k E[x_k²] (μ_j by sqrt(m)) so the objective stays on the plain MSE's scale.
+ * Null when m is not positive (no signal to weight by).
+ */
+function activationWeights(meanSq: ArrayLike<number>, mean: ArrayLike<number>): { columns: Float32Array; means: Float32Array } | null {
+  let sum = 0;
+  for (let j = 0; j < meanSq.length; j++) sum += meanSq[j];
+  const m = sum / (meanSq.length || 1);
+  if (!(m > 0) || !Number.isFinite(m)) return null;
+  const rs = 1 / Math.sqrt(m);
+  return {
+    columns: Float32Array.from(meanSq, (v, j) => Math.max(0, v - mean[j] * mean[j]) / m),
+    means: Float32Array.from(mean, (v) => v * rs),
+  };
 }
 
 export interface ModeDetails {
@@ -123,12 +138,18 @@ export function modeDetails(mode: CalibrationMode, stats: CalibrationStats | nul
       epsilon: null,
     };
   }
+  const stat = '(over the attended tokens of the calibration queries, FP16 model)';
   const col =
-    'c_j = E[x_j²] of the Linear layer\'s input feature j (over the attended tokens of the calibration queries, FP16 model), ' +
-    'divided by its mean over j (mean 1)';
+    `c_j = Var[x_j] and μ_j = E[x_j] of the Linear layer's input feature j ${stat}; c_j divided by m = mean_k E[x_k²], ` +
+    'μ_j by sqrt(m)';
+  const bias = 'Σ_blocks (Σ_j∈block μ_j (x_ij − x̂_ij))²';
   const d: ModeDetails = {
     mode,
-    objective: mode === 'activation-aware' ? 'Σ_ij c_j (x_ij − x̂_ij)²: the expected squared output error of the layer' : 'Σ_ij r_i c_j (x_ij − x̂_ij)²',
+    objective:
+      mode === 'activation-aware'
+        ? `Σ_ij c_j (x_ij − x̂_ij)² + ${bias}: the expected squared output error of the layer ` +
+          'with E[x xᵀ] ≈ diag(Var[x]) + μμᵀ, cross-block terms of the bias ignored'
+        : `Σ_i r_i (Σ_j c_j (x_ij − x̂_ij)² + ${bias})`,
     column_weights: col,
     head_weights: null,
     attention_output: null,
@@ -141,7 +162,8 @@ export function modeDetails(mode: CalibrationMode, stats: CalibrationStats | nul
       `w_h = (1 / (H_h + ε)) / mean_h'(1 / (H_h' + ε)) within each layer, H_h the head's mean attention entropy ` +
       `−Σ_k p_k log p_k (nats, over attended keys, averaged over attended query tokens), ε = ${ENTROPY_EPSILON}: sharper heads weigh more`;
     d.attention_output =
-      'attention.output.dense: c_j multiplied by w_h of the head whose context is input column j, renormalised to mean 1 (this changes the search)';
+      'attention.output.dense: input column j scaled by sqrt(w_h) of the head whose context it is: Var[x_j] and E[x_j²] ' +
+      'multiplied by w_h, μ_j by sqrt(w_h), before the normalisation (this changes the search)';
     d.query_key_value =
       'query/key/value: r_i = w_h of the head output row i feeds; r_i is constant within every block, so it changes no block\'s ' +
       'scale, only the reported objective and the block-size comparison';

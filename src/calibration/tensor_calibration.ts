@@ -87,6 +87,7 @@ async function runNative(
       diagnostics: search === config.search ? (opts.diagnostics ?? true) : false,
       control,
       columnWeights: opts.weighting?.columns,
+      columnMeans: opts.weighting?.columns ? opts.weighting?.means : undefined,
     });
   } finally {
     clearInterval(timer);
@@ -115,7 +116,7 @@ function describeNativeError(err: unknown, t: TensorData, source: string): Calib
 }
 
 /**
- * Σ_i r_i Σ_j c_j (x_ij − x̂_ij)² with the naive and with the calibrated scales, for weightings with
+ * Σ_i r_i (Σ_j c_j (x_ij − x̂_ij)² + Σ_blocks (Σ_j μ_j (x_ij − x̂_ij))²) with the naive and with the calibrated scales, for weightings with
  * row weights (entropy-aware query/key/value). A row weight is constant within every block, so the
  * search's scales are already optimal for it; only the reported sum needs it. Summed in float64,
  * row by row.
@@ -138,11 +139,19 @@ async function rowWeightedObjective(
     let total = 0;
     for (let i = 0; i < rows; i++) {
       let row = 0;
+      let bias = 0;
       for (let j = 0; j < cols; j++) {
         const v = x[i * cols + j];
-        if (!Number.isFinite(v)) continue;
-        const d = v - xhat[i * cols + j];
-        row += (w.columns ? w.columns[j] : 1) * d * d;
+        if (Number.isFinite(v)) {
+          const d = v - xhat[i * cols + j];
+          row += (w.columns ? w.columns[j] : 1) * d * d;
+          if (w.means) bias += w.means[j] * d;
+        }
+        // The bias term (Σ_j μ_j Δ_j)² is per block.
+        if (w.means && ((j + 1) % blockSize === 0 || j === cols - 1)) {
+          row += bias * bias;
+          bias = 0;
+        }
       }
       total += (w.rows ? w.rows[i] : 1) * row;
     }
@@ -160,7 +169,10 @@ async function rowWeightedObjective(
  *  larger ones need no evaluation, except to break an exact tie (a zero error), where the policy
  *  prefers the larger block. (Encoded scales are left to the grid: NVFP4's global scale and the
  *  scale grids make no such guarantee worth relying on, and they search one size anyway.) */
-function smallestBlockWins(config: CalibrationConfig, scheme: SchemeSpec): boolean {
+function smallestBlockWins(config: CalibrationConfig, scheme: SchemeSpec, weighting?: TensorWeighting): boolean {
+  // Not with input means: the bias term (Σ_j∈block μ_j Δ_j)² is per block, so a split block is
+  // scored by another objective (S1² + S2² instead of (S1 + S2)²), which can be higher.
+  if (weighting?.means) return false;
   return config.search === 'exact' && config.block_policy === 'min-mse' && scheme.scaleEncoding === 'fp32';
 }
 
@@ -182,7 +194,7 @@ export async function calibrateTensorData(
   }
   const sizes = config.block_sizes;
   // Progress in blocks over all block sizes of this tensor.
-  const expected = smallestBlockWins(config, scheme) ? sizes.slice(0, 1) : sizes;
+  const expected = smallestBlockWins(config, scheme, opts.weighting) ? sizes.slice(0, 1) : sizes;
   const totalBlocks = expected.reduce((acc, b) => acc + rows * Math.ceil(cols / b), 0);
   let doneBefore = 0;
   const trials: { size: number; r: NativeCalibrateResult; objBefore: number; objAfter: number }[] = [];
@@ -192,7 +204,7 @@ export async function calibrateTensorData(
     const first = trials[0];
     // The dominance holds for any non-negative weights (each half can still use the whole block's
     // scale); an exact tie is then a zero weighted objective.
-    if (first && smallestBlockWins(config, scheme) && (weighted ? first.objAfter : first.r.sumErrAfter) > 0) {
+    if (first && smallestBlockWins(config, scheme, opts.weighting) && (weighted ? first.objAfter : first.r.sumErrAfter) > 0) {
       dominated.push(size);
       continue;
     }

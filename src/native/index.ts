@@ -20,6 +20,8 @@ export interface NativeCalibrateOptions {
   control?: Int32Array;
   /** Per-column weights w_j ≥ 0 (length cols): the search minimizes Σ w_j (x − x̂)² instead. */
   columnWeights?: Float32Array;
+  /** Per-column input means μ_j (length cols; needs columnWeights): adds (Σ_j μ_j (x − x̂))² per block. */
+  columnMeans?: Float32Array;
 }
 
 export interface NativeCalibrateResult {
@@ -132,6 +134,11 @@ export interface NativeLayerStats {
   intermediate: Float64Array;
   /** Σ over query tokens of −Σ_k p log p (nats), one per head. */
   entropy: Float64Array;
+  /** Σ x_j of the same inputs (not squared). */
+  inputSum: Float64Array;
+  contextSum: Float64Array;
+  attentionOutputSum: Float64Array;
+  intermediateSum: Float64Array;
 }
 
 /** What dynamic activation quantization saw at one Linear's input (multipliers s = 1/d). */
@@ -155,7 +162,7 @@ export interface NativeForwardResult {
   /** Sequences with at least one attended token. */
   sequences: number;
   layerInputs?: Float32Array[];
-  stats?: { layers: NativeLayerStats[]; /** Σ x_j² of each sequence's first token after the last layer (pooler.dense's input). */ pooler: Float64Array };
+  stats?: { layers: NativeLayerStats[]; /** Σ x_j² of each sequence's first token after the last layer (pooler.dense's input). */ pooler: Float64Array; poolerSum: Float64Array };
   /** layers × 6, in actQuant.blockSizes' order. */
   actQuant?: NativeActQuantStats[];
 }

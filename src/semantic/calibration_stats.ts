@@ -22,7 +22,7 @@ import { checkQueries, loadQueries, queriesHash } from './queries.js';
 import { EncoderSession } from './session.js';
 
 export const STATS_DIR = 'stats';
-const STATS_FORMAT_VERSION = 1;
+const STATS_FORMAT_VERSION = 2;
 const MAX_STATS_JSON = 64 << 20;
 
 /** Which activation a Linear layer reads. */
@@ -41,6 +41,8 @@ export interface LinearStats {
   count: number;
   /** E[x_j²] over those rows, one per input feature. */
   mean_sq: Float64Array;
+  /** E[x_j] over those rows, one per input feature. */
+  mean: Float64Array;
 }
 
 export interface CalibrationStats {
@@ -149,7 +151,17 @@ export async function collectCalibrationStats(modelDir: string, queries: readonl
       const encoderName = `encoder.layer.${l}.${lin.name}.weight`;
       const tensor = model.weights.get(encoderName)!.checkpointName;
       const sum = st.layers[l][lin.key];
-      linears.set(tensor, { tensor, encoder_name: encoderName, layer: l, input: lin.input, in_features: sum.length, count: out.tokens, mean_sq: mean(sum, out.tokens) });
+      const lsum = st.layers[l][`${lin.key}Sum`];
+      linears.set(tensor, {
+        tensor,
+        encoder_name: encoderName,
+        layer: l,
+        input: lin.input,
+        in_features: sum.length,
+        count: out.tokens,
+        mean_sq: mean(sum, out.tokens),
+        mean: mean(lsum, out.tokens),
+      });
     }
   }
   const pooler = poolerTensor(model);
@@ -162,6 +174,7 @@ export async function collectCalibrationStats(modelDir: string, queries: readonl
       in_features: st.pooler.length,
       count: out.sequences,
       mean_sq: mean(st.pooler, out.sequences),
+      mean: mean(st.poolerSum, out.sequences),
     });
   }
   const entropy = new Float64Array(L * nh);
@@ -193,7 +206,10 @@ function f64Bytes(a: Float64Array): Uint8Array {
 export function encodeStats(s: CalibrationStats): Buffer {
   const tensors = [...s.linears.values()]
     .sort((a, b) => (a.tensor < b.tensor ? -1 : a.tensor > b.tensor ? 1 : 0))
-    .map((x) => ({ name: x.tensor, dtype: 'F64', shape: [x.in_features], data: f64Bytes(x.mean_sq) }));
+    .flatMap((x) => [
+      { name: x.tensor, dtype: 'F64', shape: [x.in_features], data: f64Bytes(x.mean_sq) },
+      { name: `__mean__.${x.tensor}`, dtype: 'F64', shape: [x.in_features], data: f64Bytes(x.mean) },
+    ]);
   tensors.push({ name: '__attention_entropy__', dtype: 'F64', shape: [s.layers, s.heads], data: f64Bytes(s.attention_entropy) });
   return encodeSafetensors(tensors, {
     format: 'calibscope-calibration-statistics',
@@ -225,7 +241,7 @@ interface StatsJson {
   layers: number;
   heads: number;
   statistics_hash: string;
-  linears: Omit<LinearStats, 'mean_sq'>[];
+  linears: Omit<LinearStats, 'mean_sq' | 'mean'>[];
   attention_entropy: number[][];
   seconds: number;
   timestamp: string;
@@ -246,7 +262,7 @@ function toJson(s: CalibrationStats): StatsJson {
     layers: s.layers,
     heads: s.heads,
     statistics_hash: s.statistics_hash,
-    linears: [...s.linears.values()].map(({ mean_sq: _m, ...rest }) => rest),
+    linears: [...s.linears.values()].map(({ mean_sq: _m, mean: _u, ...rest }) => rest),
     attention_entropy: entropy,
     seconds: s.seconds,
     timestamp: new Date().toISOString(),
@@ -297,8 +313,9 @@ export async function loadStats(base: string, expect: { checkpointHash: string; 
     const linears = new Map<string, LinearStats>();
     for (const x of json.linears) {
       const mean_sq = await read(x.tensor, x.in_features);
-      if (!mean_sq) return null;
-      linears.set(x.tensor, { ...x, mean_sq });
+      const mean = await read(`__mean__.${x.tensor}`, x.in_features);
+      if (!mean_sq || !mean) return null;
+      linears.set(x.tensor, { ...x, mean_sq, mean });
     }
     const entropy = await read('__attention_entropy__', json.layers * json.heads);
     if (!entropy) return null;
