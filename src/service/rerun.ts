@@ -66,9 +66,12 @@ export async function rerunTensor(
   const before = profile.tensor_calibrations[p.tensor];
   if (!before) throw new CalibscopeError('E_NOT_FOUND', `profile ${m.profileDir}: tensor '${p.tensor}' was not calibrated`, { tensor: p.tensor });
   const mode = p.mode ?? profileMode(profile);
+  const format = p.format ?? before.format;
   const config = makeConfig({
-    format: p.format ?? before.format,
-    block_sizes: p.blockSizes,
+    format,
+    // Without block sizes of its own, a re-run in the profile's format searches the profile's sizes;
+    // in another format, that format's.
+    block_sizes: p.blockSizes ?? (format === profile.config.format ? profile.config.block_sizes : undefined),
     block_policy: p.policy ?? profile.config.block_policy,
     bits_tolerance: profile.config.bits_tolerance,
     search: p.search ?? profile.config.search,
