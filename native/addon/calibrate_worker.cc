@@ -74,14 +74,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
   p.allow_nonfinite = calib_js::get_bool(o, "allowNonfinite", false);
   p.diagnostics = calib_js::get_bool(o, "diagnostics", true);
 
-  Napi::Object control;
-  Napi::Value cv = o.Get("control");
-  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array &&
-      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
-    Napi::Int32Array c = cv.As<Napi::Int32Array>();
-    p.control = c.Data();
-    control = c;
-  }
+  Napi::Object control = calib_js::get_control(o, &p.control);
 
   Napi::Object weights;
   Napi::Value wv = o.Get("columnWeights");

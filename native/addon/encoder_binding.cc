@@ -305,14 +305,7 @@ Napi::Value EncoderWrap::ForwardImpl(const Napi::CallbackInfo& info) {
     p.hidden_in.assign(h.Data(), h.Data() + h.ElementLength());
     p.has_hidden_in = true;
   }
-  Napi::Object control;
-  Napi::Value cv = o.Get("control");
-  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array &&
-      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
-    Napi::Int32Array c = cv.As<Napi::Int32Array>();
-    p.control = c.Data();
-    control = c;
-  }
+  Napi::Object control = calib_js::get_control(o, &p.control);
   auto* w = new ForwardWorker(env, this, std::move(b), std::move(p), control);
   Napi::Promise promise = w->Promise();
   w->Queue();

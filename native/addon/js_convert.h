@@ -46,6 +46,19 @@ inline bool get_count(const Napi::Object& o, const char* key, int64_t* out) {
   return true;
 }
 
+// The optional `control` words (Int32Array, [0] cancel, [1] progress) shared with native threads:
+// sets *words and returns the array, to be kept alive for as long as the threads use it.
+inline Napi::Object get_control(const Napi::Object& o, int32_t** words) {
+  Napi::Value cv = o.Get("control");
+  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array &&
+      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
+    Napi::Int32Array c = cv.As<Napi::Int32Array>();
+    *words = c.Data();
+    return c;
+  }
+  return Napi::Object();
+}
+
 inline bool get_bool(const Napi::Object& o, const char* key, bool def) {
   Napi::Value v = o.Get(key);
   return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : def;

@@ -146,6 +146,15 @@ calib_js::PromiseWorker* make_worker(Napi::Env env, std::vector<Napi::Object> ke
 
 Napi::Value Queue(calib_js::PromiseWorker* w) { return calib_js::PromiseWorker::Start(w); }
 
+// A 64-byte aligned Float32Array of `count` values for x̂, written by the worker through *data and
+// handed to JS when it is done.
+std::shared_ptr<Napi::Reference<Napi::Float32Array>> float_output(Napi::Env env, size_t count, float** data) {
+  void* out = nullptr;
+  Napi::Float32Array a = aligned_array<Napi::Float32Array>(env, count, 4, &out);
+  *data = static_cast<float*>(out);
+  return std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(a));
+}
+
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsObject())
@@ -192,13 +201,12 @@ Napi::Value FakeQuantize(const Napi::CallbackInfo& info) {
   auto req = std::make_shared<Request>(parse_request(env, info[1].As<Napi::Object>(), true, false));
   const calib::TensorView view = weights_view(env, info[0], *req);
   const size_t count = size_t(req->numel());
-  void* out = nullptr;
-  Napi::Float32Array xhat = aligned_array<Napi::Float32Array>(env, count, 4, &out);
-  auto ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(xhat));
+  float* out = nullptr;
+  const auto ref = float_output(env, count, &out);
   auto* w = make_worker(
       env, {info[0].As<Napi::Object>()},
       [req, view, out, count]() {
-        calib::fake_quantize_tensor(view, req->params, req->scales(), static_cast<float*>(out), count);
+        calib::fake_quantize_tensor(view, req->params, req->scales(), out, count);
       },
       [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
   return Queue(w);
@@ -211,12 +219,11 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   auto req = std::make_shared<Request>(parse_request(env, info[1].As<Napi::Object>(), false, true));
   const calib::PackedView q = packed_view(env, info[0], *req);
   const size_t count = size_t(req->numel());
-  void* out = nullptr;
-  Napi::Float32Array xhat = aligned_array<Napi::Float32Array>(env, count, 4, &out);
-  auto ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(xhat));
+  float* out = nullptr;
+  const auto ref = float_output(env, count, &out);
   auto* w = make_worker(
       env, {info[0].As<Napi::Object>()},
-      [req, q, out, count]() { calib::dequantize_tensor(q, req->params, req->scales(), static_cast<float*>(out), count); },
+      [req, q, out, count]() { calib::dequantize_tensor(q, req->params, req->scales(), out, count); },
       [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
   return Queue(w);
 }
