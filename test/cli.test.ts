@@ -39,7 +39,7 @@ function calibrate(label: string, args: string[], model = MODEL): Calibrated {
   const r = cli(['calibrate', model, ...args, '--out', dir, '--json']);
   assert.equal(r.status, 0, describeRun(r));
   const out = oneJsonLine(r);
-  assert.deepEqual(Object.keys(out).sort(), ['profile', 'profile_path']);
+  assert.deepEqual(Object.keys(out).sort(), ['backend', 'profile', 'profile_path']);
   return { dir, out, profile: out.profile };
 }
 
@@ -428,6 +428,14 @@ test('info --json: version, threads, SIMD and CUDA status', () => {
   assert.equal(typeof info.cuda.reason, 'string');
   assert.ok(Array.isArray(info.cuda.devices));
   if (!info.cuda.compiled) assert.equal(info.cuda.available, false);
+  // What --backend auto picks here (test/backend.test.ts checks the rest of the backend story).
+  assert.equal(info.auto_backend, info.cuda.available ? 'cuda' : 'cpu');
+});
+
+test('calibrate --help lists --backend', () => {
+  const r = cli(['calibrate', '--help']);
+  assert.equal(r.status, 0, describeRun(r));
+  assert.match(r.stdout, /--backend B\s+auto \| cpu \| cuda/);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -467,7 +467,7 @@ describe('CLI: calibrate --cache and status', () => {
     assert.match(missing.profile_path, /calibration[\\/]bert-tiny[\\/]fp4-[0-9a-f]{12}$/);
 
     const first = json(cli(['calibrate', model, '--format', 'fp4', '--cache', cache, '--json']));
-    assert.deepEqual(Object.keys(first).sort(), ['cached', 'profile', 'profile_path']);
+    assert.deepEqual(Object.keys(first).sort(), ['backend', 'cached', 'profile', 'profile_path']);
     assert.equal(first.cached, false);
     assert.equal(first.profile_path, missing.profile_path);
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(first.profile_path, 'profile.json'), 'utf8')), first.profile);

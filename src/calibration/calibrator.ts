@@ -7,6 +7,8 @@ import { ProfileWriter } from '../profiles/profile_writer.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION, PROFILE_FORMAT_VERSION } from '../version.js';
 import type { CalibrationStats } from '../semantic/calibration_stats.js';
+import type { NativeBackend } from '../native/index.js';
+import { resolveBackend } from './backend.js';
 import { makeConfig, type ConfigInput } from './config.js';
 import { modeDetails, modeNeedsStats, tensorWeighting } from './modes.js';
 import { calibrateTensorData, chooseBlockSize, type RunOptions, type TensorCalibration, type TensorData } from './tensor_calibration.js';
@@ -24,6 +26,7 @@ export interface ModelProgress {
 }
 
 export interface CalibrateModelOptions {
+  /** CPU backend: worker threads per tensor (default: all cores). */
   threads?: number;
   diagnostics?: boolean;
   signal?: AbortSignal;
@@ -107,6 +110,8 @@ export class QuantizationCalibrator {
         calibration_queries_hash: qh,
       });
     }
+    // Before anything is opened or written: `cuda` without a usable GPU is refused here (E_CUDA).
+    const backend = resolveBackend(this.config.backend);
     const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
     const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
     try {
@@ -131,6 +136,7 @@ export class QuantizationCalibrator {
       let objBefore = 0;
       let objAfter = 0;
       let counted = 0;
+      let ran: NativeBackend = backend;
       // Read-ahead of one tensor: I/O for tensor i+1 overlaps the search of tensor i.
       let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0]) : null;
       for (let i = 0; i < todo.length; i++) {
@@ -146,6 +152,7 @@ export class QuantizationCalibrator {
           this.config,
           {
             threads: opts.threads,
+            backend,
             diagnostics: opts.diagnostics,
             signal: opts.signal,
             onProgress: (f) => {
@@ -157,6 +164,7 @@ export class QuantizationCalibrator {
           source(info),
         );
         results[info.name] = tc.result;
+        ran = tc.backend ?? backend;
         const n = tc.result.numel - tc.result.nonfinite_excluded;
         sumBefore += tc.result.mse_before * n;
         sumAfter += tc.result.mse_after * n;
@@ -214,6 +222,7 @@ export class QuantizationCalibrator {
         statistics: stats
           ? { hash: stats.statistics_hash, queries_hash: stats.queries_hash, query_count: stats.query_count, tokens: stats.tokens, checkpoint_hash: stats.checkpoint_hash }
           : null,
+        backend: ran,
       };
       if (stats) {
         profile.overall_objective = counted > 0 ? objAfter / counted : 0;

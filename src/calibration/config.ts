@@ -2,6 +2,7 @@
 import crypto from 'node:crypto';
 import type { SchemeName, SearchName } from '../native/index.js';
 import { CalibscopeError } from '../util/errors.js';
+import { parseBackend } from './backend.js';
 import { parseMode } from './modes.js';
 import { resolveBlockSizes, schemeFor } from './schemes.js';
 import type { BlockPolicy, CalibrationConfig } from './types.js';
@@ -26,6 +27,8 @@ export interface ConfigInput {
   mode?: string;
   /** Weighted modes: the calibration query set's hash (queriesHash); null or absent = the shipped default set. */
   calibration_queries_hash?: string | null;
+  /** auto (default) | cpu | cuda: where the search runs (backend.ts); not part of the hash. */
+  backend?: string;
 }
 
 /** Validates user input into a complete config; bad values become E_BAD_ARGUMENT / E_BAD_FORMAT. */
@@ -44,6 +47,7 @@ export function makeConfig(input: ConfigInput): CalibrationConfig {
     throw new CalibscopeError('E_BAD_ARGUMENT', `bits tolerance must be a non-negative number, got ${tol}`);
   }
   const mode = parseMode(input.mode);
+  const backend = parseBackend(input.backend);
   const qh = input.calibration_queries_hash ?? null;
   if (qh !== null && (typeof qh !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(qh))) {
     throw new CalibscopeError('E_BAD_ARGUMENT', `calibration_queries_hash must be sha256:<64 hex digits> or null, got ${JSON.stringify(qh)}`);
@@ -67,12 +71,14 @@ export function makeConfig(input: ConfigInput): CalibrationConfig {
     allow_nonfinite: input.allow_nonfinite ?? false,
     mode,
     calibration_queries_hash: mode === 'static' ? null : qh,
+    backend,
   };
 }
 
-/** Hash of the settings that change the scales (not thresholds or validation query sets): 12 hex
- *  digits. A weighted mode and its calibration query set are part of it (static leaves the key as it
- *  was before modes existed, so older profiles keep their folders). */
+/** Hash of the settings that change the scales (not thresholds, validation query sets or the
+ *  backend, which gives the same scales on every device): 12 hex digits. A weighted mode and its
+ *  calibration query set are part of it (static leaves the key as it was before modes existed, so
+ *  older profiles keep their folders). */
 export function configHash(c: CalibrationConfig): string {
   const mode = c.mode ?? 'static';
   const key: Record<string, unknown> = {

@@ -1,8 +1,9 @@
 // One tensor: run the native search for every candidate block size, then pick one by policy.
-import { native, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
+import { native, type NativeBackend, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
 import { fakeQuantize } from '../quantize/index.js';
 import { toFloat32 } from '../semantic/model.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import { resolveBackend, type BackendChoice } from './backend.js';
 import type { TensorWeighting } from './modes.js';
 import { bitsPerWeight, improvementRatio, schemeFor, type SchemeSpec } from './schemes.js';
 import type { BlockPolicy, BlockSizeTrial, CalibrationConfig, CalibrationResult } from './types.js';
@@ -26,10 +27,15 @@ export interface TensorCalibration {
   blockMseBefore?: Float32Array;
   blockMseAfter?: Float32Array;
   blockOutliers?: Uint16Array;
+  /** The backend that ran the search (absent where the arrays were read back from a profile). */
+  backend?: NativeBackend;
 }
 
 export interface RunOptions {
+  /** CPU backend: worker threads (default: all cores); the CUDA backend does not use them. */
   threads?: number;
+  /** Where the search runs: a resolved backend, or a choice resolved here (default: config.backend). */
+  backend?: BackendChoice | NativeBackend;
   diagnostics?: boolean;
   signal?: AbortSignal;
   /** Called with the fraction of this tensor's work done (0..1), a few times a second. */
@@ -66,6 +72,7 @@ async function runNative(
   config: CalibrationConfig,
   opts: RunOptions,
   progress: (done: number) => void,
+  backend: NativeBackend,
   search = config.search,
 ): Promise<NativeCalibrateResult> {
   const { rows, cols } = rowsCols(t.shape);
@@ -88,6 +95,7 @@ async function runNative(
       control,
       columnWeights: opts.weighting?.columns,
       columnMeans: opts.weighting?.columns ? opts.weighting?.means : undefined,
+      backend,
     });
   } finally {
     clearInterval(timer);
@@ -95,9 +103,14 @@ async function runNative(
   }
 }
 
-function describeNativeError(err: unknown, t: TensorData, source: string): CalibscopeError {
+function describeNativeError(err: unknown, t: TensorData, source: string, backend: NativeBackend): CalibscopeError {
   const e = asCalibscopeError(err);
   const details: Record<string, unknown> = { ...e.details, tensor: t.name, file: source };
+  if (e.code === 'E_CUDA') {
+    // The addon knows what failed (out of memory, a launch); only this level knows the tensor.
+    details.backend = backend;
+    return new CalibscopeError('E_CUDA', `${source}: tensor ${t.name} [${t.shape.join(', ')}] on the ${backend} backend: ${e.message}`, details);
+  }
   let message = e.message;
   if (e.code === 'E_NONFINITE') {
     const m = /(\d+) non-finite.*flat index (\d+)/.exec(e.message);
@@ -128,10 +141,11 @@ async function rowWeightedObjective(
   r: NativeCalibrateResult,
   config: CalibrationConfig,
   opts: RunOptions,
+  backend: NativeBackend,
 ): Promise<{ before: number; after: number }> {
   const w = opts.weighting!;
   const { rows, cols } = rowsCols(t.shape);
-  const naive = await runNative(t, scheme, blockSize, config, opts, () => undefined, 'naive');
+  const naive = await runNative(t, scheme, blockSize, config, opts, () => undefined, backend, 'naive');
   const spec = { format: scheme.name, block_size: blockSize, nonfinite_excluded: r.nonfinite };
   const scalesOf = (x: NativeCalibrateResult) => ({ scales: x.scales, codes: x.codes, global: x.globalDecode });
   const x = toFloat32(t.data, t.dtype, rows * cols);
@@ -192,6 +206,7 @@ export async function calibrateTensorData(
       file: source,
     });
   }
+  const backend = resolveBackend(opts.backend ?? config.backend);
   const sizes = config.block_sizes;
   // Progress in blocks over all block sizes of this tensor.
   const expected = smallestBlockWins(config, scheme, opts.weighting) ? sizes.slice(0, 1) : sizes;
@@ -210,17 +225,17 @@ export async function calibrateTensorData(
     }
     let r: NativeCalibrateResult;
     try {
-      r = await runNative(t, scheme, size, config, opts, (d) => opts.onProgress?.(Math.min(1, (doneBefore + d) / totalBlocks)));
+      r = await runNative(t, scheme, size, config, opts, (d) => opts.onProgress?.(Math.min(1, (doneBefore + d) / totalBlocks)), backend);
     } catch (err) {
-      throw describeNativeError(err, t, source);
+      throw describeNativeError(err, t, source, backend);
     }
     let objBefore = r.sumErrBefore;
     let objAfter = r.sumErrAfter;
     if (weighted && opts.weighting!.rows) {
       try {
-        ({ before: objBefore, after: objAfter } = await rowWeightedObjective(t, scheme, size, r, config, opts));
+        ({ before: objBefore, after: objAfter } = await rowWeightedObjective(t, scheme, size, r, config, opts, backend));
       } catch (err) {
-        throw describeNativeError(err, t, source);
+        throw describeNativeError(err, t, source, backend);
       }
     } else if (weighted) {
       objBefore = r.sumObjBefore ?? r.sumErrBefore;
@@ -276,5 +291,7 @@ export async function calibrateTensorData(
     blockMseBefore: r.blockMseBefore,
     blockMseAfter: r.blockMseAfter,
     blockOutliers: r.blockOutliers,
+    // An addon without the CUDA backend reports none: it ran on the CPU.
+    backend: r.backend ?? 'cpu',
   };
 }

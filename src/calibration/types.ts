@@ -1,6 +1,7 @@
 // The specification's data types, as they appear in JSON (snake_case): CalibrationResult,
 // ModelCalibrationProfile and CalibrationConfig, plus the fields DESIGN.md adds.
-import type { SchemeName, SearchName } from '../native/index.js';
+import type { NativeBackend, SchemeName, SearchName } from '../native/index.js';
+import type { BackendChoice } from './backend.js';
 import type { CalibrationMode, ModeDetails, WeightingKind } from './modes.js';
 
 export type { CalibrationMode, ModeDetails, WeightingKind } from './modes.js';
@@ -67,6 +68,8 @@ export interface CalibrationConfig {
   mode?: CalibrationMode;
   /** Non-static modes: the hash of the calibration query set behind the statistics; null = the shipped default set. */
   calibration_queries_hash?: string | null;
+  /** The backend asked for (docs/backends.md); absent in profiles written before backends existed. */
+  backend?: BackendChoice;
 }
 
 /** The calibration statistics a weighted profile was calibrated with. */
@@ -117,4 +120,7 @@ export interface ModelCalibrationProfile {
   /** Weighted modes: the element-weighted mean of objective_after (and objective_before) over the tensors. */
   overall_objective?: number;
   overall_objective_before?: number;
+  /** The backend that ran the search (config.backend is the one asked for); absent in profiles
+   *  written before backends existed, which all ran on the CPU (profileBackend). */
+  backend?: NativeBackend;
 }

@@ -5,6 +5,8 @@ export type NativeDType = 'F32' | 'F16' | 'BF16';
 export type SchemeName = 'fp4' | 'fp8_e4m3' | 'fp8_e5m2' | 'nvfp4' | 'mxfp4' | 'mxfp8';
 export type SearchName = 'exact' | 'ternary' | 'naive';
 export type ElemName = 'e2m1' | 'e4m3' | 'e5m2' | 'fp16';
+/** Where calibrate runs the search; 'cuda-emulated' runs the GPU's per-block code on CPU threads (tests only). */
+export type NativeBackend = 'cpu' | 'cuda' | 'cuda-emulated';
 
 export interface NativeCalibrateOptions {
   dtype: NativeDType;
@@ -22,9 +24,13 @@ export interface NativeCalibrateOptions {
   columnWeights?: Float32Array;
   /** Per-column input means μ_j (length cols; needs columnWeights): adds (Σ_j μ_j (x − x̂))² per block. */
   columnMeans?: Float32Array;
+  /** Default 'cpu'. 'cuda' without a usable device, or a CUDA failure, rejects with code E_CUDA. */
+  backend?: NativeBackend;
 }
 
 export interface NativeCalibrateResult {
+  /** The backend that ran (absent from addons built before the CUDA backend: those are CPU only). */
+  backend?: NativeBackend;
   rows: number;
   blocksPerRow: number;
   scales: Float32Array;
@@ -79,11 +85,31 @@ export interface NativeQuantizedErrorResult {
   nonfinite: number;
 }
 
+export interface NativeCudaDevice {
+  index: number;
+  name: string;
+  /** Bytes. */
+  totalMemory: number;
+  /** e.g. "9.0". */
+  computeCapability: string;
+  multiprocessors: number;
+}
+
+export interface NativeCudaInfo {
+  /** Whether this build has CUDA kernels. */
+  compiled: boolean;
+  /** Whether calibrate can run with backend 'cuda' here. */
+  available: boolean;
+  /** Why not available; '' when available. */
+  reason: string;
+  devices: NativeCudaDevice[];
+}
+
 export interface NativeInfo {
   version: string;
   simd: string;
   hardwareThreads: number;
-  cuda: { compiled: boolean; available: boolean; reason: string; devices: unknown[] };
+  cuda: NativeCudaInfo;
 }
 
 export interface NativeEncoderConfig {

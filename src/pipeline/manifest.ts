@@ -110,6 +110,9 @@ export async function loadManifest(fileArg: string): Promise<PipelineManifest> {
       // A misspelt setting must not silently fall back to the default; other keys are notes.
       if (meant !== undefined) throw fail(file, `${named}: unknown key "${k}" (did you mean "${meant}"?)`, { model: id });
     }
+    // The backend belongs to the machine that runs the pipeline, not to a model: a manifest moves
+    // between machines, and a "cuda" in it would fail on one without a GPU.
+    if (m.backend !== undefined) throw fail(file, `${named}: "backend" is chosen per run (calibrate --backend), not per model`, { model: id });
     if (byId.has(id)) throw fail(file, `${named}: id '${id}' is repeated (first at models[${byId.get(id)}])`, { model: id });
     byId.set(id, i);
     const folder = safeModelId(id);

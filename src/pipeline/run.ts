@@ -3,6 +3,7 @@
 // already spreads each tensor over all cores, so running models side by side mainly fills the
 // gaps (reading, hashing, writing, small tensors); a couple at a time is enough for that.
 import os from 'node:os';
+import { profileBackend, type NativeBackend } from '../calibration/backend.js';
 import type { ModelProgress } from '../calibration/calibrator.js';
 import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { calibrateCached, type CachePhase } from '../profiles/cache.js';
@@ -24,6 +25,8 @@ export interface PipelineProfile {
   overall_mse_before: number;
   tensors: number;
   seconds: number;
+  /** The backend that calibrated the profile (for a reused one, when it was made). */
+  backend: NativeBackend;
 }
 
 export interface PipelineFailure {
@@ -41,7 +44,7 @@ export type PipelineEvent =
 export interface RunPipelineOptions {
   cacheDir: string;
   force?: boolean;
-  /** Threads per tensor search (default: all cores). */
+  /** Threads per tensor search on the CPU backend (default: all cores). */
   threads?: number;
   /** Models calibrated at the same time (default: see defaultConcurrency). */
   concurrency?: number;
@@ -145,6 +148,7 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
             overall_mse_before: r.profile.overall_mse_before,
             tensors: Object.keys(r.profile.tensor_calibrations).length,
             seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+            backend: profileBackend(r.profile),
           };
           profiles[i] = profile;
           emit({ type: 'done', index: i, profile });

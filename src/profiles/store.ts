@@ -89,6 +89,8 @@ export function checkProfileJson(json: unknown, dir: string): ModelCalibrationPr
   need('scales_sha256', (x) => typeof x === 'string' && HEX64_RE.test(x), '64 hex digits');
   need('review', (x) => x === null || isObject(x), 'null or an object');
   need('skipped_tensors', Array.isArray, 'an array');
+  // Absent in profiles written before backends existed.
+  need('backend', (x) => x === undefined || (typeof x === 'string' && x.length > 0), 'a backend name when present');
   for (const [name, r] of Object.entries(json.tensor_calibrations as Record<string, unknown>)) {
     if (!isObject(r)) throw bad(dir, `${PROFILE_JSON}: tensor_calibrations['${name}'] is not an object`, { tensor: name });
     const okShape = Array.isArray(r.shape) && r.shape.length >= 1 && r.shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0);
@@ -313,6 +315,7 @@ const FIXED_FIELDS = [
   'profile_format_version',
   'skipped_tensors',
   'scales_sha256',
+  'backend',
 ] as const;
 
 async function rewriteLocked(

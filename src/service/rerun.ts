@@ -77,6 +77,9 @@ export async function rerunTensor(
     search: p.search ?? profile.config.search,
     allow_nonfinite: profile.config.allow_nonfinite,
     mode,
+    // The workbench's backend (auto unless it was started with another), not the profile's: the
+    // machine that re-runs may not be the one that calibrated.
+    backend: m.config.backend,
   });
   // The statistics take the first part of the bar when they have to be collected.
   const statsShare = modeNeedsStats(mode) ? 0.5 : 0;

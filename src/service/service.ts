@@ -4,6 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseBackend, type BackendChoice } from '../calibration/backend.js';
 import { configHash } from '../calibration/config.js';
 import { CALIBRATION_MODES, parseMode } from '../calibration/modes.js';
 import type { CalibrationMode } from '../calibration/types.js';
@@ -46,6 +47,8 @@ export interface ServiceOptions {
   /** The calibration mode for models that do not name one (a pipeline manifest's per-model `mode`
    *  wins); default static. */
   calibrationMode?: CalibrationMode;
+  /** Where calibrations and re-runs search (docs/backends.md); default auto: the GPU when usable. */
+  backend?: BackendChoice;
 }
 
 type Handler<M extends Method> = (params: Params<M>) => Promise<Result<M>>;
@@ -53,6 +56,7 @@ type Handler<M extends Method> = (params: Params<M>) => Promise<Result<M>>;
 export class WorkbenchService {
   readonly cacheDir: string;
   readonly calibrationMode: CalibrationMode;
+  readonly backend: BackendChoice;
   private workspace: Workspace;
   private readonly listeners = new Set<(e: ServiceEvent) => void>();
   private readonly jobs: JobManager;
@@ -64,6 +68,7 @@ export class WorkbenchService {
   constructor(private readonly opts: ServiceOptions) {
     this.cacheDir = opts.cacheDir;
     this.calibrationMode = parseMode(opts.calibrationMode);
+    this.backend = parseBackend(opts.backend);
     this.workspace = Workspace.empty(opts.cacheDir, this.calibrationMode);
     this.jobs = new JobManager((type, job) => this.emit({ type, job }));
     this.handlers = {
@@ -170,11 +175,11 @@ export class WorkbenchService {
   }
 
   async openModel(modelPath: string, format?: string): Promise<WorkspaceView> {
-    return this.setWorkspace(await Workspace.fromModel(modelPath, format, this.cacheDir, this.calibrationMode));
+    return this.setWorkspace(await Workspace.fromModel(modelPath, format, this.cacheDir, this.calibrationMode, this.backend));
   }
 
   async openPipeline(file: string, format?: string, isDemo = false): Promise<WorkspaceView> {
-    return this.setWorkspace(await Workspace.fromPipeline(file, format, this.cacheDir, isDemo, this.calibrationMode));
+    return this.setWorkspace(await Workspace.fromPipeline(file, format, this.cacheDir, isDemo, this.calibrationMode, this.backend));
   }
 
   get current(): Workspace {

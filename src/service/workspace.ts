@@ -1,6 +1,7 @@
 // What the workbench has open: one model folder or a pipeline manifest, each model with its
 // resolved config and the cache folder its profile lives in, and the state of every profile.
 import path from 'node:path';
+import type { BackendChoice } from '../calibration/backend.js';
 import { makeConfig } from '../calibration/config.js';
 import type { CalibrationConfig, CalibrationMode, ModelCalibrationProfile } from '../calibration/types.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
@@ -65,10 +66,17 @@ export class Workspace {
     return new Workspace('none', null, 'nothing opened', false, cacheDir, mode, [], []);
   }
 
-  /** `mode` applies to the models that do not name their own in the manifest. */
-  static async fromPipeline(file: string, format: string | undefined, cacheDir: string, isDemo = false, mode: CalibrationMode = 'static'): Promise<Workspace> {
+  /** `mode` applies to the models that do not name their own in the manifest; `backend` to all. */
+  static async fromPipeline(
+    file: string,
+    format: string | undefined,
+    cacheDir: string,
+    isDemo = false,
+    mode: CalibrationMode = 'static',
+    backend: BackendChoice = 'auto',
+  ): Promise<Workspace> {
     const manifest = await loadManifest(file);
-    const resolved = resolveModels(manifest, { format: format ?? DEFAULT_FORMAT, mode });
+    const resolved = resolveModels(manifest, { format: format ?? DEFAULT_FORMAT, mode, backend });
     const models = resolved.map((r) => ({
       id: r.entry.id,
       path: r.entry.path,
@@ -79,12 +87,18 @@ export class Workspace {
     return new Workspace('pipeline', manifest.file, name, isDemo, cacheDir, mode, models, resolved);
   }
 
-  static async fromModel(modelPath: string, format: string | undefined, cacheDir: string, mode: CalibrationMode = 'static'): Promise<Workspace> {
+  static async fromModel(
+    modelPath: string,
+    format: string | undefined,
+    cacheDir: string,
+    mode: CalibrationMode = 'static',
+    backend: BackendChoice = 'auto',
+  ): Promise<Workspace> {
     const ckpt = await openCheckpoint(modelPath);
     const abs = ckpt.root;
     const id = ckpt.modelId;
     await ckpt.close();
-    const config = makeConfig({ format: format ?? DEFAULT_FORMAT, mode });
+    const config = makeConfig({ format: format ?? DEFAULT_FORMAT, mode, backend });
     const model: WorkspaceModel = { id, path: path.resolve(modelPath), config, profileDir: cachedProfileDir(cacheDir, id, config) };
     const resolved: ResolvedModel = { entry: { id, path: model.path }, config };
     return new Workspace('model', path.resolve(modelPath), path.basename(abs), false, cacheDir, mode, [model], [resolved]);

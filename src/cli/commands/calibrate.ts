@@ -1,6 +1,7 @@
 // `calibscope calibrate <model> --format F ...`: calibrate one checkpoint into the cache (reusing a
 // valid profile) or into --out; `calibscope calibrate --pipeline FILE`: every model of a manifest.
 import path from 'node:path';
+import { BACKEND_CHOICES, parseBackend, profileBackend, resolveBackend } from '../../calibration/backend.js';
 import { QuantizationCalibrator } from '../../calibration/calibrator.js';
 import type { ConfigInput } from '../../calibration/config.js';
 import { CALIBRATION_MODES, modeNeedsStats, parseMode } from '../../calibration/modes.js';
@@ -41,7 +42,10 @@ calibscope calibrate --pipeline FILE [--format F] [options]
                           modes run the calibration queries (--calibration-queries or --queries
                           FILE, default the shipped set) through the model once; the statistics
                           are cached in <cache>/stats/
-  --threads N             worker threads per tensor (default: all cores)
+  --backend B             ${BACKEND_CHOICES.join(' | ')} (default auto: the GPU when one is usable, else
+                          the CPU): where the search runs. Results are bit-identical, so the
+                          backend does not change the profile folder; see docs/backends.md
+  --threads N             worker threads per tensor on the CPU backend (default: all cores)
   --cache DIR             cache folder (default ${defaultCacheDir()}); the profile goes to
                           <cache>/calibration/<model-id>/<format>-<config-hash>/ and a valid one
                           there is reused instead of recalibrated
@@ -52,12 +56,14 @@ calibscope calibrate --pipeline FILE [--format F] [options]
   --jobs N                pipeline: models calibrated at the same time (default: by cores)
   --no-diagnostics        skip diagnostics.safetensors
 ${VALIDATE_HELP_LINES}
-  --json                  print one JSON object: {"cached", "profile_path", "profile"}
-                          ({"profile_path", "profile"} with --out; {"profiles": [...]} for a pipeline)`;
+  --json                  print one JSON object: {"cached", "profile_path", "backend", "profile"}
+                          ({"profile_path", "backend", "profile"} with --out; {"profiles": [...]}
+                          for a pipeline); "backend" is the one that calibrated the profile`;
 
 const SPEC = {
   ...CONFIG_SPEC,
   threads: 'string',
+  backend: 'string',
   force: 'boolean',
   pipeline: 'string',
   jobs: 'string',
@@ -103,9 +109,10 @@ function cacheOption(options: Record<string, string | boolean | undefined>): str
   return typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
 }
 
-/** The config flags plus, with --queries, the calibration query set they name (weighted modes). */
+/** The config flags (with --backend) plus, with --queries, the calibration query set they name (weighted modes). */
 async function configWithQueries(options: Record<string, string | boolean | undefined>): Promise<{ input: Partial<ConfigInput>; queries?: string[] }> {
-  const input = configInput(options);
+  // --backend is checked here, so that a bad value is not reported as a pipeline manifest's error.
+  const input = { ...configInput(options), backend: parseBackend(options.backend) };
   if (input.mode !== undefined) parseMode(input.mode);
   const file = options['calibration-queries'] ?? options.queries;
   if (typeof file !== 'string') return { input };
@@ -137,6 +144,8 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   const calibrator = new QuantizationCalibrator({ ...input, format: options.format });
   const threads = intOption(options.threads, 'threads', 1, 1024);
   const diagnostics = !options['no-diagnostics'];
+  // --backend cuda without a usable GPU fails here, before the cache or --out is touched (E_CUDA).
+  resolveBackend(calibrator.config.backend);
 
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
   const onProgress = (p: { elementsDone: number; elementsTotal: number; tensorsDone: number; tensorsTotal: number; tensor: string | null }) =>
@@ -175,10 +184,16 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     if (ctx.json) {
       checked?.throwIfDrift();
       const profile = checked?.profiles.get(r.profilePath) ?? r.profile;
-      ctx.out(JSON.stringify({ cached: r.cached, profile_path: r.profilePath, profile, ...(checked && { validation: checked.results[0] }) }));
+      ctx.out(
+        JSON.stringify({ cached: r.cached, profile_path: r.profilePath, backend: profileBackend(profile), profile, ...(checked && { validation: checked.results[0] }) }),
+      );
       return 0;
     }
-    printProfile(ctx, r.profile, r.cached ? `— cached (${r.before.state}: ${r.before.reason})` : `in ${seconds().toFixed(2)} s (was ${r.before.state})`);
+    printProfile(
+      ctx,
+      r.profile,
+      r.cached ? `— cached (${r.before.state}: ${r.before.reason})` : `in ${seconds().toFixed(2)} s on ${profileBackend(r.profile)} (was ${r.before.state})`,
+    );
     ctx.out(`profile: ${r.profilePath}`);
     checked?.report();
     return 0;
@@ -207,10 +222,17 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   const checked = options.validate ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: profilePath! }], options, ctx) : null;
   if (ctx.json) {
     checked?.throwIfDrift();
-    ctx.out(JSON.stringify({ profile_path: profilePath, profile: checked?.profiles.get(profilePath!) ?? profile, ...(checked && { validation: checked.results[0] }) }));
+    ctx.out(
+      JSON.stringify({
+        profile_path: profilePath,
+        backend: profileBackend(profile),
+        profile: checked?.profiles.get(profilePath!) ?? profile,
+        ...(checked && { validation: checked.results[0] }),
+      }),
+    );
     return 0;
   }
-  printProfile(ctx, profile, `in ${seconds().toFixed(2)} s`);
+  printProfile(ctx, profile, `in ${seconds().toFixed(2)} s on ${profileBackend(profile)}`);
   ctx.out(`profile: ${profilePath}`);
   checked?.report();
   return 0;
@@ -221,6 +243,8 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   const { input, queries } = await configWithQueries(options);
   const models = resolveModels(manifest, input);
   const threads = intOption(options.threads, 'threads', 1, 1024);
+  // Once for the run (every model has the command line's backend): E_CUDA before any model starts.
+  resolveBackend(parseBackend(input.backend));
   const jobs = intOption(options.jobs, 'jobs', 1, 256);
   const cache = cacheOption(options);
   await openCache(cache);
@@ -272,10 +296,13 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
     p.mode,
     String(p.tensors),
     `${eng(p.overall_mse_before)} → ${eng(p.overall_mse)}`,
+    p.backend,
     p.seconds.toFixed(2),
     p.profile_path,
   ]);
-  ctx.out(table(['model', 'format', 'profile', 'mode', 'tensors', 'MSE before → after', 's', 'path'], rows, [false, false, false, false, true, false, true, false]));
+  ctx.out(
+    table(['model', 'format', 'profile', 'mode', 'tensors', 'MSE before → after', 'backend', 's', 'path'], rows, [false, false, false, false, true, false, false, true, false]),
+  );
   const fresh = done.filter((p) => !p.cached).length;
   ctx.out('');
   ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);

@@ -8,6 +8,7 @@ import { openDefaultWorkspace } from '../../service/default_workspace.js';
 import { WorkbenchService } from '../../service/service.js';
 import { schemeFor } from '../../calibration/schemes.js';
 import { CALIBRATION_MODES, parseMode } from '../../calibration/modes.js';
+import { parseBackend, resolveBackend } from '../../calibration/backend.js';
 import { CalibscopeError } from '../../util/errors.js';
 import { intOption, parseArgs } from '../args.js';
 import type { CommandContext } from '../context.js';
@@ -21,6 +22,8 @@ export const SERVE_HELP = `calibscope serve [--pipeline FILE | --model DIR] [opt
   --mode M                ${CALIBRATION_MODES.join(' | ')}: the calibration mode for models
                           that do not name one (default static; see docs/modes.md). The weighted
                           modes use the shipped calibration query set
+  --backend B             auto (default: the GPU when one is usable) | cpu | cuda: where
+                          calibrations and re-runs search (see docs/backends.md)
   --cache DIR             cache folder (default ${defaultCacheDir()})
   --host H                address to listen on (default 127.0.0.1; anything else is reachable
                           from other machines, still guarded by the token)
@@ -33,6 +36,7 @@ const SPEC = {
   model: 'string',
   format: 'string',
   mode: 'string',
+  backend: 'string',
   cache: 'string',
   host: 'string',
   port: 'string',
@@ -57,11 +61,13 @@ export async function serveCommand(argv: string[], ctx: CommandContext): Promise
   if (options.pipeline !== undefined && options.model !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --pipeline or --model, not both');
   const format = typeof options.format === 'string' ? schemeFor(options.format).name : undefined;
   const calibrationMode = parseMode(options.mode);
+  const backend = parseBackend(options.backend);
+  resolveBackend(backend); // --backend cuda without a usable GPU: E_CUDA now, not at the first job
   const port = intOption(options.port, 'port', 0, 65535) ?? 0;
   const host = typeof options.host === 'string' ? options.host : '127.0.0.1';
   const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
 
-  const service = new WorkbenchService({ cacheDir, mode: 'browser', calibrationMode });
+  const service = new WorkbenchService({ cacheDir, mode: 'browser', calibrationMode, backend });
   if (typeof options.pipeline === 'string') await service.openPipeline(path.resolve(options.pipeline), format);
   else if (typeof options.model === 'string') await service.openModel(path.resolve(options.model), format);
 
