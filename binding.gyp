@@ -22,8 +22,12 @@
     {
       "target_name": "calibscope",
       "dependencies": ["calibscope_kernels_avx2", "calibscope_kernels_baseline"],
-      "sources": ["<!@(node scripts/gyp-sources.js native/core native/encoder native/addon)"],
+      "sources": [
+        "<!@(node scripts/gyp-sources.js native/core native/encoder native/addon)",
+        "<!@(node scripts/build-cuda.js --sources)"
+      ],
       "defines": ["CALIBSCOPE_VERSION=\"<!(node -p \"require('./package.json').version\")\""],
+      "libraries": ["<!@(node scripts/build-cuda.js --link)"],
       "ldflags": ["-pthread"]
     }
   ]

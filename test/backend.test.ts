@@ -24,7 +24,7 @@ const { dir: scratch, tmpDir } = scratchSpace('calibscope-backend-');
 const cli = (args: string[]) => runCli(args, { env: { XDG_CACHE_HOME: path.join(scratch, 'xdg') }, timeout: 60_000 });
 
 const CUDA = native().info().cuda;
-const NO_GPU_REASON = `no usable CUDA device: ${CUDA.reason}`;
+const NO_GPU_REASON = CUDA.reason;
 
 function oneJson(r: SpawnSyncReturns<string>, exit = 0): any {
   assert.equal(r.status, exit, describeRun(r));

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "../core/tensor_calibrate.h"
+#include "../cuda/cuda_backend.h"
 #include "calibrate_worker.h"
 #include "encoder_binding.h"
 #include "formats_binding.h"
@@ -22,11 +23,23 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("version", CALIBSCOPE_VERSION);
   o.Set("simd", calib::simd_level());
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
+  const calib::cuda::Status& st = calib::cuda::status();
   Napi::Object cuda = Napi::Object::New(env);
-  cuda.Set("compiled", false);
-  cuda.Set("available", false);
-  cuda.Set("reason", "this build has no CUDA kernels (CPU backend only)");
-  cuda.Set("devices", Napi::Array::New(env));
+  cuda.Set("compiled", st.compiled);
+  cuda.Set("available", st.available);
+  cuda.Set("reason", st.reason);
+  Napi::Array devices = Napi::Array::New(env, st.devices.size());
+  for (size_t i = 0; i < st.devices.size(); ++i) {
+    const calib::cuda::DeviceInfo& d = st.devices[i];
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("index", d.index);
+    dev.Set("name", d.name);
+    dev.Set("totalMemory", Napi::Number::New(env, double(d.total_memory)));
+    dev.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
+    dev.Set("multiprocessors", d.multiprocessors);
+    devices.Set(uint32_t(i), dev);
+  }
+  cuda.Set("devices", devices);
   o.Set("cuda", cuda);
   return o;
 }

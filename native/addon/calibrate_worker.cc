@@ -34,6 +34,7 @@ Napi::Value calibration_result(Napi::Env env, const calib::CalibOutput& out, con
   r.Set("firstNonfinite", Napi::Number::New(env, double(out.first_nonfinite)));
   r.Set("absmax", Napi::Number::New(env, out.absmax));
   r.Set("globalDecode", Napi::Number::New(env, out.global_decode));
+  r.Set("backend", params.backend == calib::Backend::Cuda ? "cuda" : params.backend == calib::Backend::CudaEmulated ? "cuda-emulated" : "cpu");
   return r;
 }
 
@@ -71,6 +72,11 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
   std::string search = o.Get("search").IsString() ? std::string(o.Get("search").As<Napi::String>()) : "exact";
   if (!calib::parse_search(search, &p.search))
     throw coded_error(env, "E_BAD_ARGUMENT", "search must be exact, ternary or naive");
+  const std::string backend = o.Get("backend").IsString() ? std::string(o.Get("backend").As<Napi::String>()) : "cpu";
+  if (backend == "cpu") p.backend = calib::Backend::Cpu;
+  else if (backend == "cuda") p.backend = calib::Backend::Cuda;
+  else if (backend == "cuda-emulated") p.backend = calib::Backend::CudaEmulated;
+  else throw coded_error(env, "E_BAD_ARGUMENT", "backend must be cpu, cuda or cuda-emulated");
   p.allow_nonfinite = calib_js::get_bool(o, "allowNonfinite", false);
   p.diagnostics = calib_js::get_bool(o, "diagnostics", true);
 

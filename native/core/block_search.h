@@ -529,17 +529,6 @@ inline BlockResult search_nvfp4(const float* x, const float* w, const float* mu,
 // Decode scale 2^k of a UE8M0 code k+127, computed exactly (2^-127 is a float subnormal).
 inline float pow2_exact(int k) { return std::ldexp(1.0f, k); }
 
-// floor(log2(v)) for a positive finite float, exactly from its bits.
-inline int floor_log2(float v) {
-  const uint32_t u = float_to_bits(v);
-  const int e = int((u >> 23) & 0xff);
-  if (e != 0) return e - 127;
-  int k = -127;
-  uint32_t m = u & 0x7fffff;
-  while (!(m & 0x400000)) m <<= 1, --k;
-  return k;
-}
-
 template <class F>
 inline BlockResult search_mx(const float* x, const float* w, const float* mu, int n, Search mode) {
   const float amax = block_absmax(x, n);

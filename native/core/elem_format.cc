@@ -89,14 +89,6 @@ float e4m3_decode(uint8_t code) {
   return std::ldexp(1.0f + float(man) / 8.0f, exp - 7);
 }
 
-uint8_t e4m3_encode_rne(float v) {
-  const float r = round_abs<E4M3>(v);
-  if (r < pow2f(E4M3::kEmin)) return uint8_t(r * 512.0f);  // subnormal: multiples of 2^-9
-  const uint32_t u = float_to_bits(r);
-  const int exp = int((u >> 23) & 0xff) - 127 + 7;
-  return uint8_t((exp << 3) | ((u >> 20) & 7));
-}
-
 bool e4m3_halvable(uint8_t code) {
   const float half = e4m3_decode(code) * 0.5f;
   return e4m3_decode(e4m3_encode_rne(half)) == half;

@@ -8,20 +8,11 @@
 #include <cstring>
 #include <vector>
 
+#include "hd.h"
+
 namespace calib {
 
-__attribute__((always_inline)) inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-__attribute__((always_inline)) inline uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-constexpr float pow2f(int e) {
+CALIB_HD constexpr float pow2f(int e) {
   float r = 1.0f;
   if (e >= 0) {
     for (int i = 0; i < e; ++i) r *= 2.0f;
@@ -58,9 +49,9 @@ struct FP16 {
 // Rounds a > = 0 (finite or +inf) to the format: branch-free so that loops over it vectorize.
 // Subnormal range: adding a constant whose ulp is the subnormal spacing makes the FPU do the RNE.
 // Normal range: RNE on the float's bit pattern at the format's mantissa width.
-// Always inlined: it is compiled into each instruction-set variant of the kernels.
+// Always inlined: it is compiled into each instruction-set variant of the kernels and into the GPU's.
 template <class F>
-__attribute__((always_inline)) inline float round_abs(float a) {
+CALIB_HD float round_abs(float a) {
   constexpr float kMinNormal = pow2f(F::kEmin);
   constexpr float kMagic = pow2f(F::kEmin - F::kMantBits + 23);
   constexpr int kShift = 23 - F::kMantBits;
@@ -81,6 +72,29 @@ inline float round_elem(float x) {
 }
 
 float round_elem(Elem e, float x);
+
+// Storage types to float32 (exact): FP16 re-biased by multiplying by 2^112, which is exact for
+// normals and subnormals alike; BF16 is the top half of a float32.
+CALIB_HD float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  const float f = bits_to_float(em << 13) * 0x1p112f;
+  const uint32_t finite = float_to_bits(f) | sign;
+  const uint32_t special = sign | 0x7f800000u | (em & 0x3ffu) << 13;
+  return bits_to_float(em >= 0x7c00u ? special : finite);
+}
+CALIB_HD float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
+
+// floor(log2(v)) for a positive finite float, exactly from its bits.
+CALIB_HD int floor_log2(float v) {
+  const uint32_t u = float_to_bits(v);
+  const int e = int((u >> 23) & 0xff);
+  if (e != 0) return e - 127;
+  int k = -127;
+  uint32_t m = u & 0x7fffff;
+  while (!(m & 0x400000)) m <<= 1, --k;
+  return k;
+}
 float elem_max(Elem e);
 int elem_bits(Elem e);
 
@@ -98,7 +112,14 @@ const Grid& grid_of(Elem e);
 
 // E4M3 as a scale encoding (NVFP4): codes 0..126 are the non-negative finite values.
 float e4m3_decode(uint8_t code);
-uint8_t e4m3_encode_rne(float v);  // v >= 0; RNE, saturating at 448
+// v >= 0; RNE, saturating at 448.
+CALIB_HD uint8_t e4m3_encode_rne(float v) {
+  const float r = round_abs<E4M3>(v);
+  if (r < pow2f(E4M3::kEmin)) return uint8_t(r * 512.0f);  // subnormal: multiples of 2^-9
+  const uint32_t u = float_to_bits(r);
+  const int exp = int((u >> 23) & 0xff) - 127 + 7;
+  return uint8_t((exp << 3) | ((u >> 20) & 7));
+}
 bool e4m3_halvable(uint8_t code);  // value/2 is also an E4M3 value
 
 // UE8M0 (MX): value 2^(code-127); code 255 is NaN.

@@ -17,7 +17,6 @@ namespace {
 // Quantize/dequantize split the tensor into spans of about this many elements (whole rows, or
 // block-aligned pieces of long rows); the error sum uses the search's fixed 1024-block chunks.
 constexpr int64_t kSpanTarget = 1 << 15;
-constexpr int64_t kChunkBlocks = 1024;
 
 // The value of every element byte: sign in the top bit of the code, NaN/Inf where the format has them.
 struct DecodeTables {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "elem_format.h"
+#include "hd.h"
 
 namespace calib {
 
@@ -35,6 +36,6 @@ bool parse_scheme(const std::string& name, Scheme* out);
 bool parse_search(const std::string& name, Search* out);
 
 // MX: the element's largest exponent (OCP MX v1.0): 2 for E2M1, 8 for E4M3.
-inline int mx_emax_elem(Elem e) { return e == Elem::E2M1 ? 2 : 8; }
+CALIB_HD int mx_emax_elem(Elem e) { return e == Elem::E2M1 ? 2 : 8; }
 
 }  // namespace calib

@@ -3,17 +3,18 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../cuda/cuda_backend.h"
+#include "chunked.h"
 #include "cpu_features.h"
-#include "parallel.h"
 #include "tensor_kernels.h"
 
 namespace calib {
 
 namespace {
 
-// Work is split into chunks of a fixed number of blocks, independent of the thread count; chunk
-// sums are added in chunk order. So results are byte-identical whatever the number of threads.
-constexpr int64_t kChunkBlocks = 1024;
+// Work is split into chunks of a fixed number of blocks (kChunkBlocks), independent of the thread
+// count; chunk sums are added in chunk order. So results are byte-identical whatever the number of
+// threads, and the GPU reproduces them.
 constexpr int64_t kScanChunk = 1 << 16;
 
 ScanResult scan(const TensorView& v, int64_t begin, int64_t end) {
@@ -24,42 +25,10 @@ RangeSums run(const KernelJob& job, int64_t b0, int64_t b1) {
   return cpu_has_avx2() ? isa_avx2::calibrate_range(job, b0, b1) : isa_baseline::calibrate_range(job, b0, b1);
 }
 
-bool cancelled(const CalibParams& p) {
-  return p.control != nullptr && __atomic_load_n(&p.control[0], __ATOMIC_RELAXED) != 0;
-}
-
-// parallel_for over chunks, checking for cancellation before each one.
-template <class Fn>
-void parallel_chunks(int64_t n, int threads, const CalibParams& p, Fn fn) {
-  parallel_for(n, threads, [&](int64_t c) {
-    if (cancelled(p)) throw CalibError("E_CANCELLED", "calibration cancelled");
-    fn(c);
-  });
-}
-
 }  // namespace
 
-size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
-
-bool engine_block_size_ok(int bs) { return bs >= 1 && bs <= 4096; }
-
-const char* simd_level() { return cpu_has_avx2() ? "avx2" : "baseline"; }
-
-CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
-  if (v.rows < 0 || v.cols <= 0 || (v.rows > 0 && v.cols > INT64_MAX / v.rows))
-    throw CalibError("E_BAD_ARGUMENT", "tensor shape must have a positive last dimension");
-  if (!engine_block_size_ok(p.block_size))
-    throw CalibError("E_BAD_ARGUMENT", "block size must be between 1 and 4096, got " + std::to_string(p.block_size));
+void scan_tensor(const TensorView& v, const CalibParams& p, CalibOutput& out) {
   const int64_t numel = v.rows * v.cols;
-  if (numel == 0) throw CalibError("E_EMPTY_TENSOR", "tensor has no elements");
-  if (v.data == nullptr || v.nbytes != size_t(numel) * dtype_size(v.dtype))
-    throw CalibError("E_BAD_ARGUMENT", "buffer holds " + std::to_string(v.nbytes) + " bytes, shape × dtype needs " +
-                                           std::to_string(size_t(numel) * dtype_size(v.dtype)));
-
-  CalibOutput out;
-  const SchemeInfo& info = scheme_info(p.scheme);
-
-  // Pass 1: absmax over finite values and the non-finite census (needed for NVFP4's global scale).
   const int64_t scan_chunks = (numel + kScanChunk - 1) / kScanChunk;
   std::vector<ScanResult> scans(static_cast<size_t>(scan_chunks));
   parallel_chunks(scan_chunks, thread_count(p.threads, scan_chunks), p, [&](int64_t c) {
@@ -70,23 +39,41 @@ CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
     if (s.nonfinite && out.first_nonfinite < 0) out.first_nonfinite = s.first_nonfinite;
     out.nonfinite += s.nonfinite;
   }
+}
+
+size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+bool engine_block_size_ok(int bs) { return bs >= 1 && bs <= 4096; }
+
+const char* simd_level() { return cpu_has_avx2() ? "avx2" : "baseline"; }
+
+void check_tensor(const TensorView& v, const CalibParams& p) {
+  if (v.rows < 0 || v.cols <= 0 || (v.rows > 0 && v.cols > INT64_MAX / v.rows))
+    throw CalibError("E_BAD_ARGUMENT", "tensor shape must have a positive last dimension");
+  if (!engine_block_size_ok(p.block_size))
+    throw CalibError("E_BAD_ARGUMENT", "block size must be between 1 and 4096, got " + std::to_string(p.block_size));
+  const int64_t numel = v.rows * v.cols;
+  if (numel == 0) throw CalibError("E_EMPTY_TENSOR", "tensor has no elements");
+  if (v.data == nullptr || v.nbytes != size_t(numel) * dtype_size(v.dtype))
+    throw CalibError("E_BAD_ARGUMENT", "buffer holds " + std::to_string(v.nbytes) + " bytes, shape × dtype needs " +
+                                           std::to_string(size_t(numel) * dtype_size(v.dtype)));
+}
+
+void init_output(CalibOutput& out, const TensorView& v, const CalibParams& p) {
   if (out.nonfinite > 0 && !p.allow_nonfinite) {
     throw CalibError("E_NONFINITE", std::to_string(out.nonfinite) + " non-finite value(s) (NaN or Inf), first at flat index " +
                                         std::to_string(out.first_nonfinite));
   }
-
-  KernelJob job{v, p, 0.0f, (v.cols + p.block_size - 1) / p.block_size, &out};
+  const SchemeInfo& info = scheme_info(p.scheme);
   if (info.enc == ScaleEnc::E4M3G) {
     // g = absmax(tensor) / (6·448), so that the largest block's standard scale is E4M3's maximum.
     float g = out.absmax / (6.0f * 448.0f);
     if (!(g > 0.0f)) g = 1.0f;  // an all-zero tensor: any scale gives zero error
-    job.global_decode = g;
     out.global_decode = g;
   }
-
   out.rows = v.rows;
-  out.blocks_per_row = job.blocks_per_row;
-  out.blocks = v.rows * job.blocks_per_row;
+  out.blocks_per_row = (v.cols + p.block_size - 1) / p.block_size;
+  out.blocks = v.rows * out.blocks_per_row;
   out.scales.assign(size_t(out.blocks), 1.0f);
   if (info.enc != ScaleEnc::FP32) out.codes.assign(size_t(out.blocks), 0);
   if (p.diagnostics) {
@@ -94,6 +81,24 @@ CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
     out.block_mse_after.assign(size_t(out.blocks), 0.0f);
     out.block_outliers.assign(size_t(out.blocks), 0);
   }
+}
+
+void add_sums(CalibOutput& out, const RangeSums& s) {
+  out.sum_err_before += s.err_before;
+  out.sum_err_after += s.err_after;
+  out.sum_obj_before += s.obj_before;
+  out.sum_obj_after += s.obj_after;
+  out.outliers += s.outliers;
+  out.counted += s.counted;
+}
+
+namespace {
+
+CalibOutput calibrate_tensor_cpu(const TensorView& v, const CalibParams& p) {
+  CalibOutput out;
+  scan_tensor(v, p, out);
+  init_output(out, v, p);
+  KernelJob job{v, p, out.global_decode, out.blocks_per_row, &out};
 
   // Pass 2: the block search.
   const int64_t chunks = (out.blocks + kChunkBlocks - 1) / kChunkBlocks;
@@ -101,17 +106,22 @@ CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
   parallel_chunks(chunks, thread_count(p.threads, chunks), p, [&](int64_t c) {
     const int64_t b0 = c * kChunkBlocks, b1 = std::min(out.blocks, b0 + kChunkBlocks);
     sums[size_t(c)] = run(job, b0, b1);
-    if (p.control) __atomic_fetch_add(&p.control[1], int32_t(b1 - b0), __ATOMIC_RELAXED);
+    report_blocks(p, b1 - b0);
   });
-  for (const RangeSums& s : sums) {
-    out.sum_err_before += s.err_before;
-    out.sum_err_after += s.err_after;
-    out.sum_obj_before += s.obj_before;
-    out.sum_obj_after += s.obj_after;
-    out.outliers += s.outliers;
-    out.counted += s.counted;
-  }
+  for (const RangeSums& s : sums) add_sums(out, s);
   return out;
+}
+
+}  // namespace
+
+CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p) {
+  check_tensor(v, p);
+  switch (p.backend) {
+    case Backend::Cuda: return cuda::calibrate_tensor(v, p);
+    case Backend::CudaEmulated: return calibrate_tensor_emulated(v, p);
+    case Backend::Cpu: break;
+  }
+  return calibrate_tensor_cpu(v, p);
 }
 
 }  // namespace calib

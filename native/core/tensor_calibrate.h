@@ -26,7 +26,12 @@ struct TensorView {
   int64_t rows = 0, cols = 0;
 };
 
+// Where the block search runs. CudaEmulated runs the GPU's per-block code on CPU threads: the
+// tests compare it with the CPU engine on machines without a GPU.
+enum class Backend : int { Cpu = 0, Cuda = 1, CudaEmulated = 2 };
+
 struct CalibParams {
+  Backend backend = Backend::Cpu;
   Scheme scheme = Scheme::FP4;
   int block_size = 64;
   Search search = Search::Exact;
@@ -61,6 +66,25 @@ struct CalibOutput {
 };
 
 CalibOutput calibrate_tensor(const TensorView& view, const CalibParams& params);
+
+// The steps every backend shares (tensor_calibrate.cc). check_tensor validates shape, block size
+// and buffer size; init_output takes the tensor's absmax and non-finite census (out.absmax,
+// out.nonfinite, out.first_nonfinite already set), rejects non-finite values unless allowed, sets
+// NVFP4's global decode scale and sizes the per-block arrays.
+void check_tensor(const TensorView& view, const CalibParams& params);
+void init_output(CalibOutput& out, const TensorView& view, const CalibParams& params);
+// Blocks per chunk: sums are taken per chunk in block order, then over chunks in chunk order.
+constexpr int64_t kChunkBlocks = 1024;
+
+// One chunk's sums, added to the output in chunk order.
+struct RangeSums {
+  double err_before = 0.0, err_after = 0.0;
+  double obj_before = 0.0, obj_after = 0.0;
+  uint64_t outliers = 0, counted = 0;
+};
+void add_sums(CalibOutput& out, const RangeSums& s);
+
+CalibOutput calibrate_tensor_emulated(const TensorView& view, const CalibParams& params);
 
 // Validates a block size for a scheme in the engine (the CLI applies the stricter scheme table).
 bool engine_block_size_ok(int block_size);

@@ -16,12 +16,6 @@ struct KernelJob {
   CalibOutput* out;
 };
 
-struct RangeSums {
-  double err_before = 0.0, err_after = 0.0;
-  double obj_before = 0.0, obj_after = 0.0;
-  uint64_t outliers = 0, counted = 0;
-};
-
 struct ScanResult {
   float absmax = 0.0f;
   uint64_t nonfinite = 0;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU check, run on a machine with an NVIDIA GPU (no Node needed): builds the standalone
+# benchmark if it is not there, checks GPU/CPU parity block by block, times the kernels on the
+# PyTorch peer's weights (24 × 4096×1024 F16, 100,663,296 weights), runs the peer on the same
+# weights, and prints a summary table last. Sized to finish in under 5 minutes on an H100.
+#   bash bench/gpu-check.sh [path/to/baseline_torch.py]
+# Logs go to $OUT (or /tmp/calibscope-gpu-check).
+set -u
+cd "$(dirname "$0")/.."
+LOG=${OUT:-/tmp/calibscope-gpu-check}
+mkdir -p "$LOG"
+PEER=${1:-../shared/bench/baseline_torch.py}
+BIN=build/cuda-bench/calibscope-gpu-bench
+RES="$LOG/results.jsonl"
+: > "$RES"
+
+if [ ! -x "$BIN" ]; then
+  echo "== building $BIN"
+  make -C native -j"$(nproc)" bench > "$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
+fi
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee "$LOG/gpu.txt"
+"$BIN" info | tee -a "$RES" || exit 1
+
+echo "== parity: every scheme, search and mode on odd shapes, and the reference BERT model"
+timeout 150 "$BIN" parity --safetensors test/fixtures/reference/bert-tiny-a/model/model.safetensors | tee -a "$RES"
+
+echo "== kernels"
+for cfg in "fp4 16" "fp4 64" "nvfp4 16" "fp8_e4m3 128" "mxfp4 32" "fp8_e5m2 128"; do
+  set -- $cfg
+  timeout 60 "$BIN" bench --format "$1" --block "$2" --reps 5 | tee -a "$RES"
+done
+echo "== streams: 24 tensors × block sizes 64/128/256 from 4 host threads vs 1"
+timeout 60 "$BIN" streams --format fp4 --blocks 64,128,256 --threads 4 | tee -a "$RES"
+
+if [ -f "$PEER" ]; then
+  echo "== the PyTorch peer on the same weights"
+  "$BIN" write /tmp/calibscope-bench.safetensors > /dev/null
+  for cfg in "fp4_e2m1 16" "fp8_e4m3 128"; do
+    set -- $cfg
+    PYTHONUNBUFFERED=1 timeout 120 python3 "$PEER" --safetensors /tmp/calibscope-bench.safetensors --format "$1" --block "$2" \
+      | sed 's/^/{"peer": /; s/$/}/' | tee -a "$RES"
+  done
+else
+  echo "(peer $PEER not found: skipped)"
+fi
+
+python3 - "$RES" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+par = [r['parity'] for r in rows if 'parity' in r]
+mism = [r for r in rows if 'parity_mismatch' in r]
+print('\n== summary')
+for r in rows:
+    if 'cuda' in r: print('device:', ', '.join(f"{d['name']} ({d['memory_gib']} GiB, cc {d['cc']}, {d['sms']} SMs)" for d in r['cuda']['devices']) or r['cuda']['reason'])
+if par: print(f"parity: {par[0]['cases']} cases, {par[0]['failed']} failed" + (f" (first: {mism[0]})" if mism else ''))
+print(f"{'format/block':<16}{'kernel ms':>10}{'G w/s':>8}{'e2e ms':>9}{'e2e G w/s':>10}{'GB/s':>8}{'CPU ms':>9}{'rel MSE':>11}{'naive':>10}{'parity':>8}")
+for r in rows:
+    b = r.get('bench')
+    if b: print(f"{b['format']+'/'+str(b['block']):<16}{b['kernel_ms']:>10.2f}{b['kernel_weights_per_s']/1e9:>8.2f}{b['end_to_end_ms']:>9.1f}{b['end_to_end_weights_per_s']/1e9:>10.2f}{b['kernel_bytes_per_s']/1e9:>8.0f}{b['cpu_ms']:>9.0f}{b['rel_mse']:>11.6f}{b['rel_mse_naive']:>10.6f}{'ok' if b['parity_mismatched_tensors']==0 else 'FAIL':>8}")
+for r in rows:
+    s = r.get('streams')
+    if s: print(f"streams: {s['calls']} calls, 1 thread {s['one_thread_ms']:.0f} ms, {s['threads']} threads {s['threads_ms']:.0f} ms ({s['speedup']}x)")
+for r in rows:
+    p = r.get('peer')
+    if p: print(f"peer {p['format']}/{p['block']} grid {p['grid']}: eager {p['eager_ms']:.1f} ms, compiled {p.get('compiled_ms', float('nan')):.1f} ms, {p['weights_per_s_best']/1e9:.2f} G w/s, rel MSE {p['rel_mse_best']:.6f}")
+PY
