@@ -174,41 +174,68 @@ CALIB_HD int count_mids(const GridTable& g, double y) {
 
 // Each element's breakpoints a/mid[k], k = k_hi down to k_lo+1, ascending in time. The sweep takes
 // the earliest pending one across elements, ties to the lower element index: a linear scan over
-// registers for blocks of up to 16, a binary heap above.
+// registers for blocks of up to 16 (LinearPending), a binary heap above (HeapPending).
 template <int N>
-struct Pending {
+struct LinearPending {
   double t[N];  // the element's next breakpoint; +inf when it has none left
   int k[N], k_end[N];
-  int heap[N];
-  int size = 0;
+};
 
-  CALIB_HD bool before(int i, int j) const { return t[i] < t[j] || (t[i] == t[j] && i < j); }
-  CALIB_HD void sift_up(int p) {
+// The heap's state lives where the caller puts it: in shared memory on the GPU (element j of a
+// thread at [j * stride], stride = threads per block, so a warp's accesses spread over the banks),
+// in a stack buffer on the host (stride 1).
+struct HeapPending {
+  double* t;
+  int16_t* k;
+  int16_t* k_end;
+  int16_t* heap;
+  int stride;
+  int size;
+
+  CALIB_HD double& T(int j) const { return t[j * stride]; }
+  CALIB_HD int16_t& Kc(int j) const { return k[j * stride]; }
+  CALIB_HD int16_t& Ke(int j) const { return k_end[j * stride]; }
+  CALIB_HD int16_t& H(int j) const { return heap[j * stride]; }
+  CALIB_HD bool before(int i, int j) const { return T(i) < T(j) || (T(i) == T(j) && i < j); }
+  CALIB_HD void swap(int a, int b) const {
+    const int16_t tmp = H(a);
+    H(a) = H(b), H(b) = tmp;
+  }
+  CALIB_HD void sift_up(int p) const {
     while (p > 0) {
       const int parent = (p - 1) >> 1;
-      if (!before(heap[p], heap[parent])) break;
-      const int tmp = heap[p];
-      heap[p] = heap[parent], heap[parent] = tmp;
+      if (!before(H(p), H(parent))) break;
+      swap(p, parent);
       p = parent;
     }
   }
-  CALIB_HD void sift_down(int p) {
+  CALIB_HD void sift_down(int p) const {
     for (;;) {
       const int l = 2 * p + 1;
       if (l >= size) break;
       int c = l;
-      if (l + 1 < size && before(heap[l + 1], heap[l])) c = l + 1;
-      if (!before(heap[c], heap[p])) break;
-      const int tmp = heap[p];
-      heap[p] = heap[c], heap[c] = tmp;
+      if (l + 1 < size && before(H(l + 1), H(l))) c = l + 1;
+      if (!before(H(c), H(p))) break;
+      swap(p, c);
       p = c;
     }
   }
 };
 
+// fl(B/A) clamped to [lo, hi] (A > 0), without the division when the clamp decides: if B < lo·A by
+// more than the roundings of the product and the quotient can move it (relative 1e-14, against
+// ~2^-52), then fl(B/A) < lo too, and likewise above hi. Products near the subnormal range or
+// overflow fall through to the division. Equal to pmin(pmax(B / A, lo), hi) in every case.
+CALIB_HD double clamped_quotient(double B, double A, double lo, double hi) {
+  const double plo = lo * A, phi = hi * A;
+  if (plo > 1e-290 && B < plo * (1.0 - 1e-14)) return pmin(lo, hi);
+  if (phi > 1e-290 && phi < 1e290 && B > phi * (1.0 + 1e-14)) return hi;
+  return pmin(pmax(B / A, lo), hi);
+}
+
 template <class F, bool kW, bool kM, int N, class X>
 CALIB_HD double exact_decode_scale(const GridTable& g, const X& x, const float* w, const float* mu, int n, float amax,
-                                   double obj_naive) {
+                                   double obj_naive, HeapPending hp) {
   constexpr bool kLinear = N <= 16;
   const int K = g.K;
   const double t0 = double(amax) / double(F::kMax);
@@ -225,37 +252,38 @@ CALIB_HD double exact_decode_scale(const GridTable& g, const X& x, const float* 
   const double inv_t_hi = 1.0 / t_hi;
   const double inv_t_lo = t_lo > 0.0 ? 1.0 / t_lo : 0.0;
 
-  Pending<N> pend;
+  LinearPending<kLinear ? N : 1> pend;
+  if constexpr (!kLinear) hp.size = 0;
   double A = 0.0, B = 0.0, C = 0.0, M = 0.0, P = 0.0;
   // Initial assignment (every element at its grid index just above t_lo) and pending breakpoints.
   auto add_element = [&](int i) {
-    pend.t[i] = pinf();
-    pend.k[i] = 0;
-    pend.k_end[i] = 0;
-    if (i >= n) return;
-    const float xi = x[i];
-    const double a = fabs(double(xi));
-    const double c = kW ? double(w[i]) : 1.0;
-    const double ms = kM ? (xi < 0.0f ? -double(mu[i]) : double(mu[i])) : 0.0;
-    if (a == 0.0 || (c == 0.0 && ms == 0.0)) return;
-    const int k_hi = t_lo == 0.0 ? K : count_mids<true>(g, a * inv_t_lo);
-    const int k_lo = count_mids<false>(g, a * inv_t_hi);
-    C += c * (a * a);
-    const double q = g.value[k_hi];
-    A += c * (q * q);
-    B += c * (a * q);
-    if (kM) {
-      M += ms * q;
-      P += ms * a;
-    }
-    if (k_hi > k_lo) {
-      pend.t[i] = a * g.inv_mid[k_hi];
-      pend.k[i] = k_hi;
-      pend.k_end[i] = k_lo;
-      if constexpr (!kLinear) {
-        pend.heap[pend.size] = i;
-        pend.sift_up(pend.size++);
+    double t_i = pinf();
+    int k_i = 0, k_end_i = 0;
+    if (i < n) {
+      const float xi = x[i];
+      const double a = fabs(double(xi));
+      const double c = kW ? double(w[i]) : 1.0;
+      const double ms = kM ? (xi < 0.0f ? -double(mu[i]) : double(mu[i])) : 0.0;
+      if (a != 0.0 && !(c == 0.0 && ms == 0.0)) {
+        const int k_hi = t_lo == 0.0 ? K : count_mids<true>(g, a * inv_t_lo);
+        const int k_lo = count_mids<false>(g, a * inv_t_hi);
+        C += c * (a * a);
+        const double q = g.value[k_hi];
+        A += c * (q * q);
+        B += c * (a * q);
+        if (kM) {
+          M += ms * q;
+          P += ms * a;
+        }
+        if (k_hi > k_lo) t_i = a * g.inv_mid[k_hi], k_i = k_hi, k_end_i = k_lo;
       }
+    }
+    if constexpr (kLinear) {
+      pend.t[i] = t_i, pend.k[i] = k_i, pend.k_end[i] = k_end_i;
+    } else if (k_i > 0) {
+      hp.T(i) = t_i, hp.Kc(i) = int16_t(k_i), hp.Ke(i) = int16_t(k_end_i);
+      hp.H(hp.size) = int16_t(i);
+      hp.sift_up(hp.size++);
     }
   };
   if constexpr (kLinear) {
@@ -276,8 +304,8 @@ CALIB_UNROLL
       for (int j = 0; j < N; ++j) {
         if (pend.t[j] < tm) tm = pend.t[j], i = j;
       }
-    } else if (pend.size > 0) {
-      i = pend.heap[0];
+    } else if (hp.size > 0) {
+      i = hp.H(0);
     }
     double t_end = t_hi;
     int k = 0;
@@ -287,7 +315,7 @@ CALIB_UNROLL
         if (j == i) t_end = pend.t[j], k = pend.k[j];
       }
     } else if (i >= 0) {
-      t_end = pend.t[i], k = pend.k[i];
+      t_end = hp.T(i), k = hp.Kc(i);
     }
     const double A2 = kM ? A + M * M : A, B2 = kM ? B + P * M : B, C2 = kM ? C + P * P : C;
     double lo = t_prev, hi = t_end;
@@ -296,8 +324,7 @@ CALIB_UNROLL
       if (2.0 * nudge < hi - lo) lo += nudge, hi -= nudge;
       else lo = hi = 0.5 * (lo + hi);
     }
-    double t = A2 > 0.0 ? B2 / A2 : lo;
-    t = pmin(pmax(t, lo), hi);
+    const double t = A2 > 0.0 ? clamped_quotient(B2, A2, lo, hi) : pmin(lo, hi);
     const double e = (A2 * t - 2.0 * B2) * t + C2;
     const bool better = t > 0.0 && e < best_e;
     best_t = better ? t : best_t;
@@ -330,23 +357,24 @@ CALIB_UNROLL
         }
       }
     } else {
-      pend.k[i] = k - 1;
-      if (k - 1 > pend.k_end[i]) {
-        pend.t[i] = a * g.inv_mid[k - 1];
+      hp.Kc(i) = int16_t(k - 1);
+      if (k - 1 > hp.Ke(i)) {
+        hp.T(i) = a * g.inv_mid[k - 1];
       } else {
-        pend.heap[0] = pend.heap[--pend.size];
+        hp.H(0) = hp.H(--hp.size);
       }
-      pend.sift_down(0);
+      hp.sift_down(0);
     }
   }
   return best_t;
 }
 
 template <class F, int N, class X>
-CALIB_HD double exact_dispatch(const GridTable& g, const X& x, const float* w, const float* mu, int n, float amax, double obj) {
-  if (w && mu) return exact_decode_scale<F, true, true, N>(g, x, w, mu, n, amax, obj);
-  return w ? exact_decode_scale<F, true, false, N>(g, x, w, nullptr, n, amax, obj)
-           : exact_decode_scale<F, false, false, N>(g, x, nullptr, nullptr, n, amax, obj);
+CALIB_HD double exact_dispatch(const GridTable& g, const X& x, const float* w, const float* mu, int n, float amax, double obj,
+                               const HeapPending& hp) {
+  if (w && mu) return exact_decode_scale<F, true, true, N>(g, x, w, mu, n, amax, obj, hp);
+  return w ? exact_decode_scale<F, true, false, N>(g, x, w, nullptr, n, amax, obj, hp)
+           : exact_decode_scale<F, false, false, N>(g, x, nullptr, nullptr, n, amax, obj, hp);
 }
 
 // ---- The three scale encodings (block_search.h: search_fp32, search_nvfp4, search_mx) ----
@@ -392,7 +420,7 @@ CALIB_HD void take_if_better(Result& r, const X& x, const float* w, const float*
 }
 
 template <class F, int N, class X>
-CALIB_HD Result search_fp32(const GridTable& g, const X& x, const float* w, const float* mu, int n, int mode) {
+CALIB_HD Result search_fp32(const GridTable& g, const X& x, const float* w, const float* mu, int n, int mode, const HeapPending& hp) {
   const float amax = block_absmax(x, n);
   if (amax == 0.0f) return {1.0f, 0, 0.0, 0.0, 0, 0.0, 0.0};
   const float s0 = F::kMax / amax;
@@ -400,7 +428,7 @@ CALIB_HD Result search_fp32(const GridTable& g, const X& x, const float* w, cons
   Result r{s0, 0, naive.err, naive.err, naive.outliers, naive.obj, naive.obj};
   float s = s0;
   if (mode == int(Search::Exact)) {
-    s = float(1.0 / exact_dispatch<F, N>(g, x, w, mu, n, amax, naive.obj));
+    s = float(1.0 / exact_dispatch<F, N>(g, x, w, mu, n, amax, naive.obj, hp));
   } else if (mode == int(Search::Ternary)) {
     s = ternary_multiplier<F>(x, w, mu, n, s0, naive.obj);
   }
@@ -508,8 +536,9 @@ CALIB_HD Result search_mx(const GridTable& grid, const X& x, const float* w, con
 
 // ---- One block of a job (tensor_kernels.inc: run_range's loop body) ----
 
+// hp: the heap's storage for blocks over 16 elements (unused below).
 template <class F, int N>
-CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b) {
+CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b, const HeapPending& hp) {
   const int64_t row = b / job.blocks_per_row, col0 = (b % job.blocks_per_row) * job.block_size;
   const int n = int(pmin<int64_t>(job.block_size, job.cols - col0));
   const Source x{job.data, job.dtype, row * job.cols + col0, job.allow_nonfinite};
@@ -523,7 +552,7 @@ CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b) {
   Result r;
   if (job.enc == int(ScaleEnc::E4M3G)) r = search_nvfp4<F>(tb, x, w, mu, n, job.global_decode, job.search);
   else if (job.enc == int(ScaleEnc::UE8M0)) r = search_mx<F>(g, x, w, mu, n, job.search);
-  else r = search_fp32<F, N>(g, x, w, mu, n, job.search);
+  else r = search_fp32<F, N>(g, x, w, mu, n, job.search, hp);
   return {r.scale, r.code, r.err_before, r.err_after, r.obj_before, r.obj_after, r.outliers, counted};
 }
 

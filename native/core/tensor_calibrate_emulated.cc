@@ -15,8 +15,13 @@ RangeSums run_range(const port::Job& job, const CalibParams& p, CalibOutput& out
   const port::Tables& tb = port::host_tables();
   const bool encoded = scheme_info(p.scheme).enc != ScaleEnc::FP32;
   RangeSums s;
+  // The heap's storage (blocks over 16), contiguous: stride 1.
+  constexpr int kHeap = N > 16 ? N : 1;
+  double t[kHeap];
+  int16_t k[kHeap], k_end[kHeap], heap[kHeap];
+  const port::HeapPending hp{t, k, k_end, heap, 1, 0};
   for (int64_t b = b0; b < b1; ++b) {
-    const port::BlockOut r = port::calibrate_block<F, N>(tb, job, b);
+    const port::BlockOut r = port::calibrate_block<F, N>(tb, job, b, hp);
     out.scales[size_t(b)] = r.scale;
     if (encoded) out.codes[size_t(b)] = r.code;
     if (p.diagnostics) {

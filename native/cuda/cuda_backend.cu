@@ -354,12 +354,11 @@ CalibOutput calibrate_tensor(const TensorView& v, const CalibParams& p, Timing* 
   ChunkSums* d_sums = arena.alloc<ChunkSums>(size_t(chunks), "the chunk sums");
 
   check(cudaEventRecord(l.ev[2], l.stream), "recording an event");
-  const int grid = int(std::min<int64_t>((out.blocks + 127) / 128, int64_t(dev.sms()) * 64));
   const int sc = info.enc == ScaleEnc::FP32 ? port::size_class(p.block_size) : 16;
   switch (info.elem) {
-    case Elem::E2M1: launch_search<E2M1>(dev.tables(), sc, grid, l.stream, job, o, p.diagnostics); break;
-    case Elem::E4M3: launch_search<E4M3>(dev.tables(), sc, grid, l.stream, job, o, p.diagnostics); break;
-    default: launch_search<E5M2>(dev.tables(), sc, grid, l.stream, job, o, p.diagnostics); break;
+    case Elem::E2M1: launch_search<E2M1>(dev.tables(), sc, dev.sms(), l.stream, job, o, p.diagnostics); break;
+    case Elem::E4M3: launch_search<E4M3>(dev.tables(), sc, dev.sms(), l.stream, job, o, p.diagnostics); break;
+    default: launch_search<E5M2>(dev.tables(), sc, dev.sms(), l.stream, job, o, p.diagnostics); break;
   }
   check(cudaGetLastError(), "launching the search kernel");
   check(cudaEventRecord(l.ev[3], l.stream), "recording an event");

@@ -6,11 +6,28 @@
 namespace calib {
 namespace cuda {
 
+// Blocks over 16 elements keep the sweep's heap in shared memory: N × (8 + 3·2) bytes per thread,
+// with as many threads per block (at most 128, a multiple of 32) as fit in 112 KiB, so that two
+// blocks share a multiprocessor. Blocks of up to 16 keep their state in registers.
+constexpr int kHeapBytesPerElement = 8 + 3 * 2;
+constexpr int kHeapSmemBudget = 112 * 1024;
+constexpr int threads_for(int N) {
+  return N <= 16 ? 128 : (kHeapSmemBudget / (kHeapBytesPerElement * N)) / 32 * 32 > 128 ? 128
+                                                                                          : (kHeapSmemBudget / (kHeapBytesPerElement * N)) / 32 * 32;
+}
+
 template <class F, int N>
 __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables, port::Job job, BlockArrays o, bool diagnostics) {
+  extern __shared__ double heap_smem[];
+  port::HeapPending hp{nullptr, nullptr, nullptr, nullptr, 1, 0};
+  if constexpr (N > 16) {
+    const int T = blockDim.x, tid = threadIdx.x;
+    int16_t* k = reinterpret_cast<int16_t*>(heap_smem + N * T);
+    hp = port::HeapPending{heap_smem + tid, k + tid, k + N * T + tid, k + 2 * N * T + tid, T, 0};
+  }
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < job.blocks; b += stride) {
-    const port::BlockOut r = port::calibrate_block<F, N>(*tables, job, b);
+    const port::BlockOut r = port::calibrate_block<F, N>(*tables, job, b, hp);
     o.scales[b] = r.scale;
     if (o.codes) o.codes[b] = r.code;
     if (diagnostics) {
@@ -29,15 +46,25 @@ __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables,
   }
 }
 
+template <class F, int N>
+void launch(const port::Tables* tables, int sms, cudaStream_t s, const port::Job& job, const BlockArrays& o, bool diag) {
+  constexpr int T = threads_for(N);
+  const int smem = N > 16 ? kHeapBytesPerElement * N * T : 0;
+  if (smem > 48 * 1024) cudaFuncSetAttribute(search_kernel<F, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const int64_t want = (job.blocks + T - 1) / T;
+  const int grid = int(want < int64_t(sms) * 64 ? want : int64_t(sms) * 64);
+  search_kernel<F, N><<<grid, T, smem, s>>>(tables, job, o, diag);
+}
+
 template <class F>
-void launch_search(const port::Tables* tables, int size_class, int grid, cudaStream_t s, const port::Job& job, const BlockArrays& o,
+void launch_search(const port::Tables* tables, int size_class, int sms, cudaStream_t s, const port::Job& job, const BlockArrays& o,
                    bool diag) {
   switch (size_class) {
-    case 16: search_kernel<F, 16><<<grid, 128, 0, s>>>(tables, job, o, diag); break;
-    case 32: search_kernel<F, 32><<<grid, 128, 0, s>>>(tables, job, o, diag); break;
-    case 64: search_kernel<F, 64><<<grid, 128, 0, s>>>(tables, job, o, diag); break;
-    case 128: search_kernel<F, 128><<<grid, 128, 0, s>>>(tables, job, o, diag); break;
-    default: search_kernel<F, 256><<<grid, 128, 0, s>>>(tables, job, o, diag); break;
+    case 16: launch<F, 16>(tables, sms, s, job, o, diag); break;
+    case 32: launch<F, 32>(tables, sms, s, job, o, diag); break;
+    case 64: launch<F, 64>(tables, sms, s, job, o, diag); break;
+    case 128: launch<F, 128>(tables, sms, s, job, o, diag); break;
+    default: launch<F, 256>(tables, sms, s, job, o, diag); break;
   }
 }
 
