@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The GPU check, run on a machine with an NVIDIA GPU (no Node needed): builds the standalone
-# benchmark if it is not there, checks GPU/CPU parity block by block, times the kernels on the
-# PyTorch peer's weights (24 × 4096×1024 F16, 100,663,296 weights), runs the peer on the same
-# weights, and prints a summary table last. Sized to finish in under 5 minutes on an H100.
+# The GPU check, run on a machine with an NVIDIA GPU: builds the standalone benchmark if it is not
+# there, checks GPU/CPU parity block by block, times the kernels on the PyTorch peer's weights
+# (24 × 4096×1024 F16, 100,663,296 weights), runs the peer on the same weights, calibrates the
+# 12-model demo pipeline through the CLI when a Node binary came along (bench/gpu-carry.sh), and
+# prints a summary table last. Sized to finish in under 5 minutes on an H100.
 #   bash bench/gpu-check.sh [path/to/baseline_torch.py]
-# Logs go to $OUT (or /tmp/calibscope-gpu-check).
+# STAGES picks the parts (default "parity kernels streams peer pipeline"); logs go to $OUT (or
+# /tmp/calibscope-gpu-check). The pipeline stage reads BACKEND (default cuda) and DEMO_SIZE
+# (default full), so that it can be tried on a machine without a GPU.
 set -u
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/calibscope-gpu-check}
 mkdir -p "$LOG"
-PEER=${1:-../shared/bench/baseline_torch.py}
+PEER=${1:-.gpu-carry/baseline_torch.py}
+[ -f "$PEER" ] || PEER=../shared/bench/baseline_torch.py
+STAGES=" ${STAGES:-parity kernels streams peer pipeline} "
+stage() { [[ "$STAGES" == *" $1 "* ]]; }
 BIN=build/cuda-bench/calibscope-gpu-bench
 RES="$LOG/results.jsonl"
 : > "$RES"
@@ -19,20 +25,28 @@ if [ ! -x "$BIN" ]; then
   make -C native -j"$(nproc)" bench > "$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee "$LOG/gpu.txt"
-"$BIN" info | tee -a "$RES" || exit 1
+"$BIN" info | tee -a "$RES"
 
-echo "== parity: every scheme, search and mode on odd shapes, and the reference BERT model"
-timeout 150 "$BIN" parity --safetensors test/fixtures/reference/bert-tiny-a/model/model.safetensors | tee -a "$RES"
+if stage parity; then
+  echo "== parity: every scheme, search and mode on odd shapes, and the reference BERT model"
+  timeout 150 "$BIN" parity --safetensors test/fixtures/reference/bert-tiny-a/model/model.safetensors | tee -a "$RES"
+fi
 
-echo "== kernels"
-for cfg in "fp4 16" "fp4 64" "nvfp4 16" "fp8_e4m3 128" "mxfp4 32" "fp8_e5m2 128"; do
-  set -- $cfg
-  timeout 60 "$BIN" bench --format "$1" --block "$2" --reps 5 | tee -a "$RES"
-done
-echo "== streams: 24 tensors × block sizes 64/128/256 from 4 host threads vs 1"
-timeout 60 "$BIN" streams --format fp4 --blocks 64,128,256 --threads 4 | tee -a "$RES"
+if stage kernels; then
+  echo "== kernels"
+  for cfg in "fp4 16" "fp4 64" "nvfp4 16" "fp8_e4m3 128" "mxfp4 32" "fp8_e5m2 128"; do
+    set -- $cfg
+    timeout 60 "$BIN" bench --format "$1" --block "$2" --reps 5 | tee -a "$RES"
+  done
+fi
+if stage streams; then
+  echo "== streams: 24 tensors × block sizes 64/128/256 from 4 host threads vs 1"
+  timeout 60 "$BIN" streams --format fp4 --blocks 64,128,256 --threads 4 | tee -a "$RES"
+fi
 
-if [ -f "$PEER" ]; then
+if ! stage peer; then
+  :
+elif [ -f "$PEER" ]; then
   echo "== the PyTorch peer on the same weights"
   "$BIN" write /tmp/calibscope-bench.safetensors > /dev/null
   for cfg in "fp4_e2m1 16" "fp8_e4m3 128"; do
@@ -42,6 +56,10 @@ if [ -f "$PEER" ]; then
   done
 else
   echo "(peer $PEER not found: skipped)"
+fi
+
+if stage pipeline; then
+  bash bench/gpu-pipeline.sh "$RES"
 fi
 
 python3 - "$RES" <<'PY'
@@ -63,4 +81,10 @@ for r in rows:
 for r in rows:
     p = r.get('peer')
     if p: print(f"peer {p['format']}/{p['block']} grid {p['grid']}: eager {p['eager_ms']:.1f} ms, compiled {p.get('compiled_ms', float('nan')):.1f} ms, {p['weights_per_s_best']/1e9:.2f} G w/s, rel MSE {p['rel_mse_best']:.6f}")
+for r in rows:
+    d = r.get('pipeline_demo')
+    if d: print(f"demo {d['size']}: {d['models']} models, {d['weights']/1e9:.3f} G weights, written in {d['seconds']:.1f} s")
+for r in rows:
+    p = r.get('pipeline')
+    if p: print(f"pipeline {p['format']} {p['run']}: {p['seconds']:.2f} s end to end ({p['weights']/p['seconds']/1e9:.2f} G w/s), {p['calibrated']} of {p['models']} calibrated on {','.join(p['backends']) or '?'}, exit {p['exit']}")
 PY

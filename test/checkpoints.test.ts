@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openCheckpoint } from '../src/checkpoints/checkpoint.js';
-import { checkpointHash } from '../src/checkpoints/hash.js';
+import { checkpointHash, hashFiles, hashOrder } from '../src/checkpoints/hash.js';
 import { SafetensorsFile } from '../src/checkpoints/safetensors.js';
 import { encodeSafetensors, SafetensorsStreamWriter, writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { removeStaleTemps, writeFileAtomic } from '../src/util/atomic.js';
@@ -469,6 +469,36 @@ describe('checkpoint hash', () => {
     const before = await hashOf(dir);
     fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: { a: 's1.safetensors' } }));
     assert.notEqual(await hashOf(dir), before);
+  });
+
+  test('computed on a worker thread: the same hash as on this thread, and its errors keep their code', async () => {
+    const dir = copyModel();
+    const ckpt = await openCheckpoint(dir);
+    try {
+      const files = hashOrder(ckpt);
+      assert.deepEqual(
+        files.map((f) => f.rel),
+        ['config.json', 'model.safetensors'],
+      );
+      assert.equal(await checkpointHash(ckpt), await hashFiles(files));
+      // A large-enough file to take the worker more than one read, beside the real ones.
+      const big = path.join(dir, 'extra.bin');
+      fs.writeFileSync(big, randomBytes(9 << 20));
+      const withBig = { ...ckpt, files: [...ckpt.files, big] };
+      assert.deepEqual(
+        hashOrder(withBig).map((f) => f.rel),
+        ['config.json', 'extra.bin', 'model.safetensors'],
+      );
+      assert.equal(await checkpointHash(withBig), await hashFiles(hashOrder(withBig)));
+      fs.rmSync(big);
+      await assert.rejects(checkpointHash(withBig), (err: CalibscopeError) => {
+        assert.equal(err.code, 'E_IO');
+        assert.match(err.message, /extra\.bin: cannot hash/);
+        return true;
+      });
+    } finally {
+      await ckpt.close();
+    }
   });
 });
 

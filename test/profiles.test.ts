@@ -257,6 +257,33 @@ describe('stale: the checkpoint changed', () => {
     assert.equal((await profileStatus(dir, model, { cacheDir: cache })).state, 'valid');
   });
 
+  test('recalibrating an unchanged checkpoint takes its hash from the stat cache; a changed one is hashed again', async () => {
+    const { model, cache } = await cachedProfile('rehash');
+    const ckpt = await openCheckpoint(model);
+    try {
+      await currentCheckpointHash(ckpt, cache, 0); // margin 0: the copy is younger than the racy margin
+    } finally {
+      await ckpt.close();
+    }
+    // A planted hash in the entry shows where the recalibration's hash came from.
+    const entries = fs.readdirSync(path.join(cache, 'hash-cache'));
+    assert.equal(entries.length, 1);
+    const entryFile = path.join(cache, 'hash-cache', entries[0]!);
+    const entry = JSON.parse(fs.readFileSync(entryFile, 'utf8'));
+    const real = entry.hash;
+    const planted = `sha256:${'ab'.repeat(32)}`;
+    fs.writeFileSync(entryFile, JSON.stringify({ ...entry, hash: planted }));
+    const again = await calibrateCached({ cacheDir: cache, model, config: { format: 'fp4' }, force: true });
+    assert.equal(again.cached, false);
+    assert.equal(again.profile.golden_checkpoint_hash, planted, 'the weights were not read again for the hash');
+
+    // Any write (here only the times) changes the ctime: the entry no longer applies.
+    const file = path.join(model, 'model.safetensors');
+    fs.utimesSync(file, 1_700_000_000, 1_700_000_000);
+    const after = await calibrateCached({ cacheDir: cache, model, config: { format: 'fp4' }, force: true });
+    assert.equal(after.profile.golden_checkpoint_hash, real);
+  });
+
   test('a changed config.json makes the profile stale too', async () => {
     const { model, cache, dir } = await cachedProfile('stale-config');
     fs.appendFileSync(path.join(model, 'config.json'), ' ');

@@ -38,6 +38,9 @@ export interface CalibrateModelOptions {
   /** The calibration statistics a weighted mode needs (semantic/calibration_stats.ts), collected
    *  from this checkpoint with the config's calibration query set. */
   statistics?: CalibrationStats | null;
+  /** How to learn the checkpoint's hash (profiles/hash_cache.ts answers from its stat cache when the
+   *  files are unchanged); by default the files are hashed while the search runs. */
+  checkpointHash?: (ckpt: Checkpoint) => Promise<string>;
 }
 
 export interface CalibratedModel {
@@ -115,9 +118,9 @@ export class QuantizationCalibrator {
     const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
     const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
     try {
-      // The hash runs on the main thread while the search runs on the addon's threads.
+      // The hash (a worker thread, or the stat cache) runs while the search runs on the addon's threads.
       const statsBefore = await fileStats(ckpt);
-      const hashing = checkpointHash(ckpt);
+      const hashing = (opts.checkpointHash ?? checkpointHash)(ckpt);
       hashing.catch(() => undefined); // surfaced when awaited
       const { todo, skipped } = this.plan(ckpt);
       const source = (t: TensorInfo) => t.file;

@@ -1,9 +1,10 @@
 // The checkpoint hash that a calibration profile records (golden_checkpoint_hash): a profile is
 // valid only while the checkpoint still hashes the same.
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CalibscopeError } from '../util/errors.js';
+import { Worker } from 'node:worker_threads';
+import { CalibscopeError, type ErrorCode } from '../util/errors.js';
 import type { Checkpoint } from './checkpoint.js';
 
 /**
@@ -25,44 +26,93 @@ import type { Checkpoint } from './checkpoint.js';
  *       h.update(rel.encode() + b'\0' + str(len(data)).encode() + b'\0' + data)
  *   'sha256:' + h.hexdigest()
  *
- * Files are streamed, so memory stays small whatever the checkpoint's size.
+ * Files are streamed, so memory stays small whatever the checkpoint's size. The hashing runs on a
+ * worker thread (hash_worker.ts): several models hash at once, and the main thread stays free for
+ * the reads and writes of a calibration running meanwhile.
  */
 export async function checkpointHash(ckpt: Checkpoint): Promise<string> {
+  const files = hashOrder(ckpt);
+  try {
+    return await hashInWorker(files);
+  } catch (err) {
+    if (err instanceof CalibscopeError) throw err;
+    // No worker here (a host that cannot start one): the same hash on this thread.
+    return hashFiles(files);
+  }
+}
+
+export interface HashedFile {
+  abs: string;
+  rel: string;
+}
+
+/** The files in the hash's order, with their names in it. */
+export function hashOrder(ckpt: Checkpoint): HashedFile[] {
   const rel = (abs: string) => path.relative(ckpt.root, abs).split(path.sep).join('/');
   const weights = ckpt.files.map((f) => ({ abs: f, rel: rel(f) })).sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
-  const order = [
+  return [
     ...(ckpt.configPath ? [{ abs: ckpt.configPath, rel: rel(ckpt.configPath) }] : []),
     ...weights,
     ...(ckpt.indexPath ? [{ abs: ckpt.indexPath, rel: rel(ckpt.indexPath) }] : []),
   ];
+}
+
+const CHUNK = 4 << 20;
+
+/** The hash computed on this thread (the worker runs it; so does a host that cannot start one). */
+export async function hashFiles(files: readonly HashedFile[]): Promise<string> {
   const h = createHash('sha256');
-  for (const f of order) await hashFile(h, f.abs, f.rel);
+  const buf = Buffer.allocUnsafe(CHUNK);
+  for (const f of files) {
+    const cannot = (err: unknown) => new CalibscopeError('E_IO', `${f.abs}: cannot hash: ${(err as Error).message}`, { file: f.abs });
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(f.abs, 'r');
+    } catch (err) {
+      throw cannot(err);
+    }
+    try {
+      let size: number;
+      let seen = 0;
+      try {
+        size = (await handle.stat()).size;
+        h.update(Buffer.from(`${f.rel}\0${size}\0`, 'utf8'));
+        for (let n; (n = (await handle.read(buf, 0, CHUNK, null)).bytesRead) > 0; ) {
+          seen += n;
+          h.update(buf.subarray(0, n));
+        }
+      } catch (err) {
+        throw cannot(err);
+      }
+      // The size is framed before the bytes, so a file that changes while hashed would give a hash of nothing real.
+      if (seen !== size) {
+        throw new CalibscopeError('E_IO', `${f.abs}: changed while being hashed (${size} bytes before, ${seen} read)`, { file: f.abs });
+      }
+    } finally {
+      await handle.close();
+    }
+  }
   return `sha256:${h.digest('hex')}`;
 }
 
-async function hashFile(h: Hash, abs: string, rel: string): Promise<void> {
-  let size: number;
-  try {
-    size = (await fs.promises.stat(abs)).size;
-  } catch (err) {
-    throw new CalibscopeError('E_IO', `${abs}: cannot hash: ${(err as Error).message}`, { file: abs });
-  }
-  h.update(Buffer.from(rel, 'utf8'));
-  h.update(Buffer.from([0]));
-  h.update(Buffer.from(String(size), 'ascii'));
-  h.update(Buffer.from([0]));
-  let seen = 0;
-  try {
-    for await (const chunk of fs.createReadStream(abs, { highWaterMark: 1 << 20 })) {
-      const buf = chunk as Buffer;
-      seen += buf.byteLength;
-      h.update(buf);
-    }
-  } catch (err) {
-    throw new CalibscopeError('E_IO', `${abs}: cannot hash: ${(err as Error).message}`, { file: abs });
-  }
-  // The size is framed before the bytes, so a file that changes while hashed would give a hash of nothing real.
-  if (seen !== size) {
-    throw new CalibscopeError('E_IO', `${abs}: changed while being hashed (${size} bytes before, ${seen} read)`, { file: abs });
-  }
+type WorkerReply = { hash: string } | { error: { code: ErrorCode; message: string; details: Record<string, unknown> } };
+
+/** Resolves with the hash, rejects with the CalibscopeError the worker met, or with a plain Error
+ *  when no worker could run (the caller then hashes on its own thread). */
+function hashInWorker(files: readonly HashedFile[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let replied = false;
+    const worker = new Worker(path.join(__dirname, 'hash_worker.js'), { workerData: files });
+    worker.once('message', (m: WorkerReply) => {
+      replied = true;
+      if ('hash' in m) resolve(m.hash);
+      else reject(new CalibscopeError(m.error.code, m.error.message, m.error.details));
+    });
+    worker.once('error', (err) => {
+      if (!replied) reject(err);
+    });
+    worker.once('exit', (code) => {
+      if (!replied) reject(new Error(`the hash worker exited with code ${code}`));
+    });
+  });
 }

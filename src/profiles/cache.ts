@@ -12,7 +12,7 @@ import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { calibrationStatsCached, resolveCalibrationQueries, STATS_DIR, type CalibrationStats } from '../semantic/calibration_stats.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
-import { HASH_CACHE_DIR, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
+import { HASH_CACHE_DIR, currentCheckpointHash, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
 import { pidAlive } from '../util/atomic.js';
 import { acquireLock, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
 import { profileDir } from './paths.js';
@@ -189,6 +189,9 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
     const files = hashedFiles(ckpt);
     const statsBefore = await snapshot(files);
     const result = await calibrator.calibrateModel(ckpt, {
+      // An unchanged checkpoint (a recalibration: --force, another format or config) is not read
+      // a second time for its hash; the calibrator still checks that the files do not change.
+      checkpointHash: async (c) => (await currentCheckpointHash(c, cacheDir)).hash,
       statistics,
       outDir: dir,
       threads: opts.threads,
