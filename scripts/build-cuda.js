@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // The CUDA part of the native build, called by binding.gyp while it configures:
-//   --sources  the C++ sources the addon needs for CUDA (the stub when CUDA is off)
+//   --sources  the C++ sources the addon needs for CUDA (the fallback that reports CUDA as unavailable when it is off)
 //   --link     builds build/cuda/libcalibscope_cuda.a with nvcc when it is out of date and prints
 //              the link arguments (nothing when CUDA is off)
 //   --status   one line: whether CUDA is built and why
