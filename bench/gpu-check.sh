@@ -44,9 +44,7 @@ if stage streams; then
   timeout 60 "$BIN" streams --format fp4 --blocks 64,128,256 --threads 4 | tee -a "$RES"
 fi
 
-if ! stage peer; then
-  :
-elif [ -f "$PEER" ]; then
+if stage peer && [ -f "$PEER" ]; then
   echo "== the PyTorch peer on the same weights"
   "$BIN" write /tmp/calibscope-bench.safetensors > /dev/null
   for cfg in "fp4_e2m1 16" "fp8_e4m3 128"; do
@@ -54,7 +52,7 @@ elif [ -f "$PEER" ]; then
     PYTHONUNBUFFERED=1 timeout 120 python3 "$PEER" --safetensors /tmp/calibscope-bench.safetensors --format "$1" --block "$2" \
       | sed 's/^/{"peer": /; s/$/}/' | tee -a "$RES"
   done
-else
+elif stage peer; then
   echo "(peer $PEER not found: skipped)"
 fi
 
@@ -65,26 +63,25 @@ fi
 python3 - "$RES" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
-par = [r['parity'] for r in rows if 'parity' in r]
 mism = [r for r in rows if 'parity_mismatch' in r]
+HEADER = f"{'format/block':<16}{'kernel ms':>10}{'G w/s':>8}{'e2e ms':>9}{'e2e G w/s':>10}{'GB/s':>8}{'CPU ms':>9}{'rel MSE':>11}{'naive':>10}{'parity':>8}"
+# One line per result, in the order the stages wrote them.
+LINE = {
+    'cuda': lambda c: 'device: ' + (', '.join(f"{d['name']} ({d['memory_gib']} GiB, cc {d['cc']}, {d['sms']} SMs)" for d in c['devices']) or c['reason']),
+    'parity': lambda p: f"parity: {p['cases']} cases, {p['failed']} failed" + (f" (first: {mism[0]})" if mism else ''),
+    'bench': lambda b: f"{b['format']+'/'+str(b['block']):<16}{b['kernel_ms']:>10.2f}{b['kernel_weights_per_s']/1e9:>8.2f}{b['end_to_end_ms']:>9.1f}{b['end_to_end_weights_per_s']/1e9:>10.2f}{b['kernel_bytes_per_s']/1e9:>8.0f}{b['cpu_ms']:>9.0f}{b['rel_mse']:>11.6f}{b['rel_mse_naive']:>10.6f}{'ok' if b['parity_mismatched_tensors']==0 else 'FAIL':>8}",
+    'streams': lambda s: f"streams: {s['calls']} calls, 1 thread {s['one_thread_ms']:.0f} ms, {s['threads']} threads {s['threads_ms']:.0f} ms ({s['speedup']}x)",
+    'peer': lambda p: f"peer {p['format']}/{p['block']} grid {p['grid']}: eager {p['eager_ms']:.1f} ms, compiled {p.get('compiled_ms', float('nan')):.1f} ms, {p['weights_per_s_best']/1e9:.2f} G w/s, rel MSE {p['rel_mse_best']:.6f}",
+    'pipeline_demo': lambda d: f"demo {d['size']}: {d['models']} models, {d['weights']/1e9:.3f} G weights, written in {d['seconds']:.1f} s",
+    'pipeline': lambda p: f"pipeline {p['format']} {p['run']}: {p['seconds']:.2f} s end to end ({p['weights']/p['seconds']/1e9:.2f} G w/s), {p['calibrated']} of {p['models']} calibrated on {','.join(p['backends']) or '?'}, exit {p['exit']}",
+}
 print('\n== summary')
+header_done = False
 for r in rows:
-    if 'cuda' in r: print('device:', ', '.join(f"{d['name']} ({d['memory_gib']} GiB, cc {d['cc']}, {d['sms']} SMs)" for d in r['cuda']['devices']) or r['cuda']['reason'])
-if par: print(f"parity: {par[0]['cases']} cases, {par[0]['failed']} failed" + (f" (first: {mism[0]})" if mism else ''))
-print(f"{'format/block':<16}{'kernel ms':>10}{'G w/s':>8}{'e2e ms':>9}{'e2e G w/s':>10}{'GB/s':>8}{'CPU ms':>9}{'rel MSE':>11}{'naive':>10}{'parity':>8}")
-for r in rows:
-    b = r.get('bench')
-    if b: print(f"{b['format']+'/'+str(b['block']):<16}{b['kernel_ms']:>10.2f}{b['kernel_weights_per_s']/1e9:>8.2f}{b['end_to_end_ms']:>9.1f}{b['end_to_end_weights_per_s']/1e9:>10.2f}{b['kernel_bytes_per_s']/1e9:>8.0f}{b['cpu_ms']:>9.0f}{b['rel_mse']:>11.6f}{b['rel_mse_naive']:>10.6f}{'ok' if b['parity_mismatched_tensors']==0 else 'FAIL':>8}")
-for r in rows:
-    s = r.get('streams')
-    if s: print(f"streams: {s['calls']} calls, 1 thread {s['one_thread_ms']:.0f} ms, {s['threads']} threads {s['threads_ms']:.0f} ms ({s['speedup']}x)")
-for r in rows:
-    p = r.get('peer')
-    if p: print(f"peer {p['format']}/{p['block']} grid {p['grid']}: eager {p['eager_ms']:.1f} ms, compiled {p.get('compiled_ms', float('nan')):.1f} ms, {p['weights_per_s_best']/1e9:.2f} G w/s, rel MSE {p['rel_mse_best']:.6f}")
-for r in rows:
-    d = r.get('pipeline_demo')
-    if d: print(f"demo {d['size']}: {d['models']} models, {d['weights']/1e9:.3f} G weights, written in {d['seconds']:.1f} s")
-for r in rows:
-    p = r.get('pipeline')
-    if p: print(f"pipeline {p['format']} {p['run']}: {p['seconds']:.2f} s end to end ({p['weights']/p['seconds']/1e9:.2f} G w/s), {p['calibrated']} of {p['models']} calibrated on {','.join(p['backends']) or '?'}, exit {p['exit']}")
+    for key, line in LINE.items():
+        if key not in r: continue
+        if key == 'bench' and not header_done:
+            print(HEADER)
+            header_done = True
+        print(line(r[key]))
 PY

@@ -536,7 +536,7 @@ CALIB_HD Result search_mx(const GridTable& grid, const X& x, const float* w, con
 
 // ---- One block of a job (tensor_kernels.inc: run_range's loop body) ----
 
-// hp: the heap's storage for blocks over 16 elements (unused below).
+// hp: the heap's storage for blocks over 16 elements (unused for blocks of up to 16).
 template <class F, int N>
 CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b, const HeapPending& hp) {
   const int64_t row = b / job.blocks_per_row, col0 = (b % job.blocks_per_row) * job.block_size;

@@ -11,10 +11,11 @@ namespace cuda {
 // blocks share a multiprocessor. Blocks of up to 16 keep their state in registers.
 constexpr int kHeapBytesPerElement = 8 + 3 * 2;
 constexpr int kHeapSmemBudget = 112 * 1024;
-constexpr int threads_for(int N) {
-  return N <= 16 ? 128 : (kHeapSmemBudget / (kHeapBytesPerElement * N)) / 32 * 32 > 128 ? 128
-                                                                                          : (kHeapSmemBudget / (kHeapBytesPerElement * N)) / 32 * 32;
+constexpr int heap_threads(int N) {
+  const int fit = kHeapSmemBudget / (kHeapBytesPerElement * N) / 32 * 32;
+  return fit > 128 ? 128 : fit;
 }
+constexpr int threads_for(int N) { return N <= 16 ? 128 : heap_threads(N); }
 
 template <class F, int N>
 __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables, port::Job job, BlockArrays o, bool diagnostics) {
@@ -50,7 +51,10 @@ template <class F, int N>
 void launch(const port::Tables* tables, int sms, cudaStream_t s, const port::Job& job, const BlockArrays& o, bool diag) {
   constexpr int T = threads_for(N);
   const int smem = N > 16 ? kHeapBytesPerElement * N * T : 0;
-  if (smem > 48 * 1024) cudaFuncSetAttribute(search_kernel<F, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // Above the default 48 KiB a kernel must opt in, once per instantiation (a thread-safe static).
+  static const bool opted_in = smem <= 48 * 1024 ||
+                               (cudaFuncSetAttribute(search_kernel<F, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), true);
+  (void)opted_in;
   const int64_t want = (job.blocks + T - 1) / T;
   const int grid = int(want < int64_t(sms) * 64 ? want : int64_t(sms) * 64);
   search_kernel<F, N><<<grid, T, smem, s>>>(tables, job, o, diag);

@@ -12,7 +12,7 @@ import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { calibrationStatsCached, resolveCalibrationQueries, STATS_DIR, type CalibrationStats } from '../semantic/calibration_stats.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
-import { HASH_CACHE_DIR, currentCheckpointHash, hashedFiles, rememberHash, snapshot } from './hash_cache.js';
+import { HASH_CACHE_DIR, currentCheckpointHash } from './hash_cache.js';
 import { pidAlive } from '../util/atomic.js';
 import { acquireLock, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
 import { profileDir } from './paths.js';
@@ -186,11 +186,10 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
     } else if (statistics) {
       statsInfo = { path: null, cached: true, seconds: statistics.seconds };
     }
-    const files = hashedFiles(ckpt);
-    const statsBefore = await snapshot(files);
     const result = await calibrator.calibrateModel(ckpt, {
       // An unchanged checkpoint (a recalibration: --force, another format or config) is not read
-      // a second time for its hash; the calibrator still checks that the files do not change.
+      // a second time for its hash; a computed hash is remembered for the next run. The calibrator
+      // still checks that the files do not change while it runs.
       checkpointHash: async (c) => (await currentCheckpointHash(c, cacheDir)).hash,
       statistics,
       outDir: dir,
@@ -200,9 +199,6 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
       onProgress: opts.onProgress,
       onTensor: opts.onTensor,
     });
-    // The calibrator hashed the files and checked they did not change while it ran; if they are
-    // still as they were before it started, the hash is theirs and the stat cache may keep it.
-    await rememberHash(cacheDir, ckpt, result.profile.golden_checkpoint_hash, statsBefore, await snapshot(files));
     success = true;
     return {
       profile: result.profile,
