@@ -6,9 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openCheckpoint } from '../src/checkpoints/checkpoint.js';
-import { checkpointHash, hashFiles, hashOrder } from '../src/checkpoints/hash.js';
+import { checkpointHash, hashFiles, hashOrder, sha256File } from '../src/checkpoints/hash.js';
 import { SafetensorsFile } from '../src/checkpoints/safetensors.js';
-import { encodeSafetensors, SafetensorsStreamWriter, writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
+import { encodeSafetensors, SafetensorsAppendWriter, SafetensorsStreamWriter, writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { removeStaleTemps, writeFileAtomic } from '../src/util/atomic.js';
 import { CalibscopeError } from '../src/util/errors.js';
 
@@ -557,6 +557,108 @@ describe('stream writer', () => {
     await sw2.write('w', w.subarray(0, 8));
     await assert.rejects(sw2.close(), (err: CalibscopeError) => err.code === 'E_BAD_ARGUMENT' && err.message.includes("'w'"));
     assert.deepEqual(fs.readdirSync(dir), []);
+  });
+});
+
+describe('append writer', () => {
+  const w = f32([...Array(12).keys()].map((i) => i - 5.5));
+  const z = bytes(10, 9);
+  const tensors = [
+    { name: 'w', dtype: 'F32', shape: [3, 4], data: w },
+    { name: 'nothing', dtype: 'F16', shape: [0], data: new Uint8Array(0) },
+    { name: '0', dtype: 'BF16', shape: [5], data: z },
+  ];
+
+  async function appendAll(file: string, reserve: number): Promise<void> {
+    const aw = await SafetensorsAppendWriter.create(file, reserve);
+    for (const t of tensors) await aw.append(t, t.data);
+    assert.equal(fs.existsSync(file), false, 'nothing at the target before close');
+    await aw.close({ format: 'pt' });
+  }
+
+  async function readsBack(file: string): Promise<void> {
+    const sf = await SafetensorsFile.open(file);
+    try {
+      assert.deepEqual(sf.metadata, { format: 'pt' });
+      for (const t of tensors) {
+        const info = sf.tensor(t.name)!;
+        assert.deepEqual([info.dtype, info.shape], [t.dtype, t.shape]);
+        assert.ok((await sf.readTensor(info)).equals(Buffer.from(t.data)), t.name);
+      }
+    } finally {
+      await sf.close();
+    }
+  }
+
+  test('the header fills the room left for it with spaces; the data is encodeSafetensors\'s', async () => {
+    const dir = tmpDir('append');
+    const file = path.join(dir, 'scales.safetensors');
+    await appendAll(file, 4096);
+    const image = fs.readFileSync(file);
+    assert.equal(image.readBigUInt64LE(0), 4096n - 8n);
+    assert.match(image.subarray(8, 4096).toString('utf8'), /^\{.*\} +$/);
+    const expected = encodeSafetensors(tensors, { format: 'pt' });
+    assert.ok(image.subarray(4096).equals(expected.subarray(Number(expected.readBigUInt64LE(0)) + 8)));
+    assert.deepEqual(fs.readdirSync(dir), ['scales.safetensors']);
+    await readsBack(file);
+  });
+
+  test('a header that outgrows its room moves the data once: the same file as encodeSafetensors', async () => {
+    const dir = tmpDir('append-small');
+    const file = path.join(dir, 'scales.safetensors');
+    await appendAll(file, 16);
+    assert.ok(fs.readFileSync(file).equals(encodeSafetensors(tensors, { format: 'pt' })));
+    assert.deepEqual(fs.readdirSync(dir), ['scales.safetensors']);
+    await readsBack(file);
+  });
+
+  test('a wrong size or a second tensor of one name is refused; abort leaves nothing', async () => {
+    const dir = tmpDir('append-bad');
+    const file = path.join(dir, 'scales.safetensors');
+    const aw = await SafetensorsAppendWriter.create(file, 1024);
+    await assert.rejects(aw.append(tensors[0], new Uint8Array(49)), { code: 'E_BAD_ARGUMENT' });
+    await aw.append(tensors[0], w);
+    await assert.rejects(aw.append(tensors[0], w), (err: CalibscopeError) => err.code === 'E_BAD_ARGUMENT' && err.message.includes('twice'));
+    await assert.rejects(aw.append({ name: 'x', dtype: 'Q7', shape: [1] }, z), { code: 'E_UNSUPPORTED_DTYPE' });
+    await aw.abort();
+    await aw.abort();
+    await assert.rejects(aw.append(tensors[2], z), { code: 'E_BAD_ARGUMENT' });
+    assert.deepEqual(fs.readdirSync(dir), []);
+  });
+});
+
+describe('reading into a given buffer', () => {
+  test('a large-enough buffer is read into; a small one is left alone', async () => {
+    const sf = await SafetensorsFile.open(path.join(TINY_MODEL, 'model.safetensors'));
+    try {
+      const [a, b] = [...sf.tensors].sort((x, y) => y.byteLength - x.byteLength);
+      const fresh = await sf.readTensor(b);
+      const big = Buffer.alloc(a.byteLength + 8, 0xee);
+      const into = await sf.readTensor(b, big);
+      assert.equal(into.buffer, big.buffer, 'read into the given buffer');
+      assert.ok(into.equals(fresh));
+      assert.equal(big[b.byteLength], 0xee, 'nothing written past the tensor');
+      const small = Buffer.alloc(1);
+      const other = await sf.readTensor(a, small);
+      assert.notEqual(other.buffer, small.buffer);
+      assert.equal(other.byteLength, a.byteLength);
+    } finally {
+      await sf.close();
+    }
+  });
+});
+
+describe('file hash', () => {
+  test('sha256File (a worker thread for large files) gives the digest of the bytes, and an fs error keeps its code', async () => {
+    const dir = tmpDir('sha');
+    for (const size of [(64 << 20) + 3, 1000]) {
+      const file = path.join(dir, `blob-${size}.bin`);
+      const data = randomBytes(size);
+      fs.writeFileSync(file, data);
+      assert.equal(await sha256File(file), createHash('sha256').update(data).digest('hex'));
+    }
+    await assert.rejects(sha256File(path.join(dir, 'missing.bin')), { code: 'ENOENT' });
+    await assert.rejects(sha256File(dir), { code: 'EISDIR' });
   });
 });
 

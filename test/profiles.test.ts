@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { QuantizationCalibrator } from '../src/calibration/calibrator.js';
 import { configHash, makeConfig } from '../src/calibration/config.js';
-import type { TensorCalibration } from '../src/calibration/tensor_calibration.js';
+import { calibrateTensorData, type TensorCalibration } from '../src/calibration/tensor_calibration.js';
 import { openCheckpoint } from '../src/checkpoints/checkpoint.js';
 import { calibrateCached, cachedProfileDir, openCache } from '../src/profiles/cache.js';
 import { currentCheckpointHash } from '../src/profiles/hash_cache.js';
@@ -154,6 +154,25 @@ describe('saveProfile / loadProfile / readScales', () => {
       assert.deepEqual(fs.readdirSync(path.dirname(dir)), ['profile'], 'no temporary folders left');
     });
   }
+
+  test('every tensor of a model gets the result of calibrating it alone (the read buffers take turns)', async () => {
+    const { tcs } = await calibrateInMemory(FIXTURE, 'nvfp4');
+    const ckpt = await openCheckpoint(FIXTURE);
+    try {
+      const sizes = new Set(tcs.map((tc) => tc.rows * tc.blocksPerRow));
+      assert.ok(tcs.length >= 10 && sizes.size >= 3, 'tensors of several sizes, so buffers are reused and outgrown');
+      const config = makeConfig({ format: 'nvfp4' });
+      for (const tc of tcs) {
+        const info = ckpt.tensors.find((t) => t.name === tc.result.tensor_name)!;
+        const alone = await calibrateTensorData({ name: info.name, dtype: info.dtype, shape: info.shape, data: await ckpt.readTensor(info) }, config);
+        assert.deepEqual(tc.scales, alone.scales, info.name);
+        assert.deepEqual(tc.blockMseAfter, alone.blockMseAfter, info.name);
+        assert.deepEqual(tc.result, alone.result, info.name);
+      }
+    } finally {
+      await ckpt.close();
+    }
+  });
 
   test('saveProfile refuses a tensor list that does not match the profile, leaving nothing', async () => {
     const { profile, tcs } = await calibrateInMemory(FIXTURE, 'fp4');

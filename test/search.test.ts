@@ -369,6 +369,21 @@ describe('edge cases', () => {
     const d = await native().calibrate(new Uint8Array(bfAsF32.buffer), { ...opts, dtype: 'F32' });
     assert.deepEqual(c.scales, d.scales);
   });
+  it('every F16 bit pattern reads as its value (the vectorized conversion and scan agree with the portable code)', async () => {
+    const h = new Uint16Array(65536).map((_, i) => i);
+    const opts = { dtype: 'F16' as const, rows: 64, cols: 1024, allowNonfinite: true };
+    for (const [scheme, blockSize] of [['nvfp4', 16], ['fp4', 16]] as const) {
+      const cpu = await native().calibrate(new Uint8Array(h.buffer), { ...opts, scheme, blockSize, backend: 'cpu' });
+      const emu = await native().calibrate(new Uint8Array(h.buffer), { ...opts, scheme, blockSize, backend: 'cuda-emulated' });
+      assert.equal(cpu.absmax, 65504);
+      assert.equal(cpu.nonfinite, 2048); // exponent all ones: ±Inf and the NaNs
+      assert.equal(cpu.firstNonfinite, 0x7c00);
+      assert.equal(cpu.counted, 65536 - 2048);
+      for (const key of ['scales', 'codes', 'blockMseBefore', 'blockMseAfter', 'blockOutliers', 'sumErrBefore', 'sumErrAfter', 'absmax', 'nonfinite', 'firstNonfinite'] as const) {
+        assert.deepEqual(cpu[key], emu[key], `${scheme} ${key}`);
+      }
+    }
+  });
   it('results do not depend on the thread count', async () => {
     const w = trainedLike(300, 384, { seed: 9 });
     const buf = new Uint8Array(w.buffer);
@@ -380,6 +395,47 @@ describe('edge cases', () => {
     assert.deepEqual(one.scales, many.scales);
     assert.equal(one.sumErrAfter, many.sumErrAfter);
     assert.deepEqual(one.blockMseAfter, many.blockMseAfter);
+  });
+  it('results written into lent arrays: the same values, in the very arrays lent, on every backend', async () => {
+    const rows = 37;
+    const cols = 203; // a partial last block
+    const w = trainedLike(rows, cols, { seed: 12 });
+    const buf = new Uint8Array(w.buffer);
+    for (const backend of ['cpu', 'cuda-emulated'] as const) {
+      for (const [scheme, bs] of [['nvfp4', 16], ['fp4', 64]] as const) {
+        const opts = { dtype: 'F32' as const, rows, cols, scheme, blockSize: bs, backend };
+        const own = await native().calibrate(buf, opts);
+        const blocks = rows * Math.ceil(cols / bs);
+        const output = {
+          scales: new Float32Array(blocks).fill(NaN),
+          codes: scheme === 'nvfp4' ? new Uint8Array(blocks).fill(0xff) : undefined,
+          blockMseBefore: new Float32Array(blocks).fill(NaN),
+          blockMseAfter: new Float32Array(blocks).fill(NaN),
+          blockOutliers: new Uint16Array(blocks).fill(0xffff),
+        };
+        const lent = await native().calibrate(buf, { ...opts, output });
+        for (const key of ['scales', 'codes', 'blockMseBefore', 'blockMseAfter', 'blockOutliers'] as const) {
+          assert.strictEqual(lent[key], output[key], `${backend} ${scheme} ${key}: the lent array itself`);
+          assert.deepEqual(lent[key], own[key], `${backend} ${scheme} ${key}`);
+        }
+        assert.equal(lent.sumErrAfter, own.sumErrAfter);
+        // Only some arrays lent: the addon allocates the others.
+        const part = await native().calibrate(buf, { ...opts, output: { scales: new Float32Array(blocks) } });
+        assert.deepEqual(part.blockMseAfter, own.blockMseAfter);
+        assert.deepEqual(part.scales, own.scales);
+      }
+    }
+    const base = { dtype: 'F32' as const, rows, cols, scheme: 'fp4' as const, blockSize: 64 };
+    const blocks = rows * 4;
+    await assert.rejects(native().calibrate(buf, { ...base, output: { scales: new Float32Array(blocks - 1) } }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'E_BAD_ARGUMENT');
+      assert.match(err.message, /hold 147 blocks; the tensor has 148/);
+      return true;
+    });
+    const mixed = { scales: new Float32Array(blocks), blockMseAfter: new Float32Array(blocks + 1) };
+    assert.throws(() => native().calibrate(buf, { ...base, output: mixed }), { code: 'E_BAD_ARGUMENT' });
+    assert.throws(() => native().calibrate(buf, { ...base, output: { scales: new Float64Array(blocks) as never } }), { code: 'E_BAD_ARGUMENT' });
+    assert.throws(() => native().calibrate(buf, { ...base, output: 7 as never }), { code: 'E_BAD_ARGUMENT' });
   });
   it('the native side validates what it is given', async () => {
     const w = new Float32Array(64);

@@ -1,6 +1,7 @@
 #include "calibrate_worker.h"
 
 #include <cmath>
+#include <memory>
 
 #include "../core/tensor_calibrate.h"
 #include "js_convert.h"
@@ -10,17 +11,53 @@ using calib_js::coded_error;
 
 namespace {
 
-// The result object of calibrate(): per-block arrays and the tensor's sums.
-Napi::Value calibration_result(Napi::Env env, const calib::CalibOutput& out, const calib::CalibParams& params) {
+// Reads the optional `output` object: typed arrays, one element per block, that the engine writes
+// the results into (CalibParams::lent). Returns a new object holding exactly the arrays taken
+// (empty when none), to keep them alive whatever the caller does with `output` meanwhile.
+Napi::Object lend_output(Napi::Env env, const Napi::Object& o, calib::CalibParams::Lent* lent) {
+  Napi::Value v = o.Get("output");
+  if (v.IsUndefined() || v.IsNull()) return Napi::Object();
+  if (!v.IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "output must be an object of typed arrays");
+  Napi::Object arrays = v.As<Napi::Object>();
+  Napi::Object taken = Napi::Object::New(env);
+  int64_t blocks = -1;
+  auto take = [&](const char* key, napi_typedarray_type type, const char* type_name) -> void* {
+    Napi::Value a = arrays.Get(key);
+    if (a.IsUndefined()) return nullptr;
+    if (!a.IsTypedArray() || a.As<Napi::TypedArray>().TypedArrayType() != type)
+      throw coded_error(env, "E_BAD_ARGUMENT", std::string("output.") + key + " must be a " + type_name);
+    Napi::TypedArray ta = a.As<Napi::TypedArray>();
+    if (blocks >= 0 && int64_t(ta.ElementLength()) != blocks)
+      throw coded_error(env, "E_BAD_ARGUMENT", "the output arrays must all have one element per block");
+    blocks = int64_t(ta.ElementLength());
+    taken.Set(key, ta);
+    return static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  };
+  lent->scales = static_cast<float*>(take("scales", napi_float32_array, "Float32Array"));
+  lent->codes = static_cast<uint8_t*>(take("codes", napi_uint8_array, "Uint8Array"));
+  lent->mse_before = static_cast<float*>(take("blockMseBefore", napi_float32_array, "Float32Array"));
+  lent->mse_after = static_cast<float*>(take("blockMseAfter", napi_float32_array, "Float32Array"));
+  lent->outliers = static_cast<uint16_t*>(take("blockOutliers", napi_uint16_array, "Uint16Array"));
+  lent->blocks = blocks;
+  return blocks >= 0 ? taken : Napi::Object();
+}
+
+// The result object of calibrate(): per-block arrays (the caller's own where it lent them) and the
+// tensor's sums.
+Napi::Value calibration_result(Napi::Env env, const calib::CalibOutput& out, const calib::CalibParams& params, Napi::Object lent) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("rows", Napi::Number::New(env, double(out.rows)));
   r.Set("blocksPerRow", Napi::Number::New(env, double(out.blocks_per_row)));
-  r.Set("scales", calib_js::to_typed<Napi::Float32Array>(env, out.scales));
-  if (!out.codes.empty()) r.Set("codes", calib_js::to_typed<Napi::Uint8Array>(env, out.codes));
+  auto set = [&](const char* key, auto typed, const auto& arr) {
+    if (arr.lent()) r.Set(key, lent.Get(key));
+    else r.Set(key, calib_js::to_typed<decltype(typed)>(env, arr));
+  };
+  set("scales", Napi::Float32Array(), out.scales);
+  if (!out.codes.empty()) set("codes", Napi::Uint8Array(), out.codes);
   if (params.diagnostics) {
-    r.Set("blockMseBefore", calib_js::to_typed<Napi::Float32Array>(env, out.block_mse_before));
-    r.Set("blockMseAfter", calib_js::to_typed<Napi::Float32Array>(env, out.block_mse_after));
-    r.Set("blockOutliers", calib_js::to_typed<Napi::Uint16Array>(env, out.block_outliers));
+    set("blockMseBefore", Napi::Float32Array(), out.block_mse_before);
+    set("blockMseAfter", Napi::Float32Array(), out.block_mse_after);
+    set("blockOutliers", Napi::Uint16Array(), out.block_outliers);
   }
   r.Set("sumErrBefore", Napi::Number::New(env, out.sum_err_before));
   r.Set("sumErrAfter", Napi::Number::New(env, out.sum_err_after));
@@ -119,9 +156,15 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
   if (!control.IsEmpty()) keep.push_back(control);
   if (!weights.IsEmpty()) keep.push_back(weights);
   if (!means.IsEmpty()) keep.push_back(means);
+  Napi::Object lent = lend_output(env, o, &p.lent);
+  std::shared_ptr<Napi::ObjectReference> lent_ref;
+  if (!lent.IsEmpty()) {
+    keep.push_back(lent);
+    lent_ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(lent));
+  }
   auto out = std::make_shared<calib::CalibOutput>();
   return calib_js::PromiseWorker::Start(new calib_js::PromiseWorker(
       env, "calibscope.calibrate", "calibrating the tensor", std::move(keep),
       [out, view, p]() { *out = calib::calibrate_tensor(view, p); },
-      [out, p](Napi::Env env) { return calibration_result(env, *out, p); }));
+      [out, p, lent_ref](Napi::Env env) { return calibration_result(env, *out, p, lent_ref ? lent_ref->Value() : Napi::Object()); }));
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/tensor_calibrate.h"
@@ -20,9 +21,11 @@ inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std
   return e;
 }
 
-// Copies a vector into a new typed array. (Electron's V8 sandbox forbids external buffers.)
-template <class TA, class T>
-inline TA to_typed(Napi::Env env, const std::vector<T>& v) {
+// Copies a vector (or a calib::BlockArray) into a new typed array. (Electron's V8 sandbox forbids
+// external buffers.)
+template <class TA, class V>
+inline TA to_typed(Napi::Env env, const V& v) {
+  using T = std::remove_cv_t<std::remove_reference_t<decltype(v[0])>>;
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, v.size() * sizeof(T));
   if (!v.empty()) std::memcpy(ab.Data(), v.data(), v.size() * sizeof(T));
   return TA::New(env, v.size(), ab, 0);

@@ -74,12 +74,18 @@ void init_output(CalibOutput& out, const TensorView& v, const CalibParams& p) {
   out.rows = v.rows;
   out.blocks_per_row = (v.cols + p.block_size - 1) / p.block_size;
   out.blocks = v.rows * out.blocks_per_row;
-  out.scales.assign(size_t(out.blocks), 1.0f);
-  if (info.enc != ScaleEnc::FP32) out.codes.assign(size_t(out.blocks), 0);
+  const CalibParams::Lent& lent = p.lent.blocks >= 0 ? p.lent : CalibParams::Lent{};
+  if (p.lent.blocks >= 0 && p.lent.blocks != out.blocks) {
+    throw CalibError("E_BAD_ARGUMENT", "the output arrays hold " + std::to_string(p.lent.blocks) + " blocks; the tensor has " +
+                                           std::to_string(out.blocks) + " at block size " + std::to_string(p.block_size));
+  }
+  const size_t n = size_t(out.blocks);
+  out.scales.assign(n, 1.0f, lent.scales);
+  if (info.enc != ScaleEnc::FP32) out.codes.assign(n, 0, lent.codes);
   if (p.diagnostics) {
-    out.block_mse_before.assign(size_t(out.blocks), 0.0f);
-    out.block_mse_after.assign(size_t(out.blocks), 0.0f);
-    out.block_outliers.assign(size_t(out.blocks), 0);
+    out.block_mse_before.assign(n, 0.0f, lent.mse_before);
+    out.block_mse_after.assign(n, 0.0f, lent.mse_after);
+    out.block_outliers.assign(n, 0, lent.outliers);
   }
 }
 

@@ -1,6 +1,7 @@
 // Calibrates one weight tensor (viewed as rows × cols) for one scheme and block size, on CPU threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -47,14 +48,55 @@ struct CalibParams {
   // Optional control words shared with the caller: [0] != 0 requests cancellation,
   // [1] receives the number of blocks done (relaxed atomics).
   int32_t* control = nullptr;
+  // Optional caller memory for the per-block results, `blocks` elements each (checked against the
+  // tensor's block count): the output's arrays are then written there (BlockArray).
+  struct Lent {
+    float* scales = nullptr;
+    uint8_t* codes = nullptr;
+    float* mse_before = nullptr;
+    float* mse_after = nullptr;
+    uint16_t* outliers = nullptr;
+    int64_t blocks = -1;  // -1: nothing lent
+  } lent;
+};
+
+// A per-block result array: its own storage, or memory the caller lends (CalibParams::lent). The
+// addon lends the JS arrays it returns, so each result is written once, by the thread that
+// computes it, and nothing is copied on the JS thread.
+template <class T>
+class BlockArray {
+ public:
+  // n elements set to v, in `lent` (caller memory of n elements) when given.
+  void assign(size_t n, T v, T* lent = nullptr) {
+    lent_ = lent;
+    if (lent) {
+      own_.clear();
+      std::fill(lent, lent + n, v);
+    } else {
+      own_.assign(n, v);
+    }
+    size_ = n;
+  }
+  T* data() { return lent_ ? lent_ : own_.data(); }
+  const T* data() const { return lent_ ? lent_ : own_.data(); }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  bool lent() const { return lent_ != nullptr; }
+  T& operator[](size_t i) { return data()[i]; }
+  const T& operator[](size_t i) const { return data()[i]; }
+
+ private:
+  std::vector<T> own_;
+  T* lent_ = nullptr;
+  size_t size_ = 0;
 };
 
 struct CalibOutput {
   int64_t rows = 0, blocks_per_row = 0, blocks = 0;
-  std::vector<float> scales;          // multiplier s per block
-  std::vector<uint8_t> codes;         // encoded schemes only
-  std::vector<float> block_mse_before, block_mse_after;
-  std::vector<uint16_t> block_outliers;
+  BlockArray<float> scales;           // multiplier s per block
+  BlockArray<uint8_t> codes;          // encoded schemes only
+  BlockArray<float> block_mse_before, block_mse_after;
+  BlockArray<uint16_t> block_outliers;
   double sum_err_before = 0.0, sum_err_after = 0.0;
   double sum_obj_before = 0.0, sum_obj_after = 0.0;  // the weighted objective (= errors without weights)
   uint64_t outliers = 0;

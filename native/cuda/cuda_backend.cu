@@ -221,8 +221,9 @@ void upload(Lane& l, void* dst, const void* src, size_t bytes) {
   }
 }
 
-template <class T>
-void download(Lane& l, std::vector<T>& dst, const T* src) {
+// dst: a std::vector or a BlockArray (possibly the caller's lent memory).
+template <class Dst, class T>
+void download(Lane& l, Dst& dst, const T* src) {
   if (dst.empty()) return;
   check(cudaMemcpyAsync(dst.data(), src, dst.size() * sizeof(T), cudaMemcpyDeviceToHost, l.stream), "copying results to the host");
 }

@@ -116,7 +116,7 @@ export class QuantizationCalibrator {
     // Before anything is opened or written: `cuda` without a usable GPU is refused here (E_CUDA).
     const backend = resolveBackend(this.config.backend);
     const ckpt = typeof model === 'string' ? await openCheckpoint(model) : model;
-    const writer = opts.outDir ? await ProfileWriter.create(opts.outDir) : null;
+    const writer = opts.outDir ? await ProfileWriter.create(opts.outDir, ckpt.tensors.map((t) => t.name)) : null;
     try {
       // The hash (a worker thread, or the stat cache) runs while the search runs on the addon's threads.
       const statsBefore = await fileStats(ckpt);
@@ -140,13 +140,24 @@ export class QuantizationCalibrator {
       let objAfter = 0;
       let counted = 0;
       let ran: NativeBackend = backend;
-      // Read-ahead of one tensor: I/O for tensor i+1 overlaps the search of tensor i.
-      let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0]) : null;
+      // Read-ahead of one tensor: I/O for tensor i+1 overlaps the search of tensor i. Two buffers
+      // of ours take turns (a finished tensor's buffer takes the read after next), so reads land
+      // in memory already mapped instead of fresh pages.
+      let spare: Buffer | undefined;
+      const bufferFor = (t: TensorInfo) => {
+        const b = spare && spare.byteLength >= t.byteLength ? spare : Buffer.allocUnsafeSlow(t.byteLength);
+        spare = undefined;
+        return b;
+      };
+      let nextBuffer = todo.length > 0 ? bufferFor(todo[0]) : undefined;
+      let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0], nextBuffer) : null;
       for (let i = 0; i < todo.length; i++) {
         checkCancelled(opts.signal);
         const info = todo[i];
         const data = await next!;
-        next = i + 1 < todo.length ? ckpt.readTensor(todo[i + 1]) : null;
+        const dataBuffer = nextBuffer;
+        nextBuffer = i + 1 < todo.length ? bufferFor(todo[i + 1]) : undefined;
+        next = i + 1 < todo.length ? ckpt.readTensor(todo[i + 1], nextBuffer) : null;
         next?.catch(() => undefined); // surfaced when awaited
         progress.tensor = info.name;
         const base = progress.elementsDone;
@@ -166,6 +177,7 @@ export class QuantizationCalibrator {
           },
           source(info),
         );
+        spare = dataBuffer; // nothing refers to the weights once the tensor is calibrated
         results[info.name] = tc.result;
         ran = tc.backend ?? backend;
         const n = tc.result.numel - tc.result.nonfinite_excluded;

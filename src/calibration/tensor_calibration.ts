@@ -1,5 +1,5 @@
 // One tensor: run the native search for every candidate block size, then pick one by policy.
-import { native, type NativeBackend, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
+import { native, type NativeBackend, type NativeCalibrateOutput, type NativeCalibrateResult, type NativeDType } from '../native/index.js';
 import { fakeQuantize } from '../quantize/index.js';
 import { toFloat32 } from '../semantic/model.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
@@ -65,6 +65,24 @@ export function chooseBlockSize(trials: readonly BlockSizeTrial[], policy: Block
   return Math.max(...trials.filter((t) => obj(t) <= limit).map((t) => t.block_size));
 }
 
+/** A typed array of its own, not zero-filled: the engine writes every element. */
+function unfilled<T>(make: new (buffer: ArrayBuffer, byteOffset: number, length: number) => T, bytesPer: number, n: number): T {
+  const b = Buffer.allocUnsafeSlow(n * bytesPer);
+  return new make(b.buffer, b.byteOffset, n);
+}
+
+/** The per-block arrays the engine writes its results into (NativeCalibrateOptions.output): filled
+ *  by the threads that compute them, instead of copied on this thread afterwards. */
+function outputArrays(blocks: number, codes: boolean, diagnostics: boolean): NativeCalibrateOutput {
+  return {
+    scales: unfilled(Float32Array, 4, blocks),
+    codes: codes ? unfilled(Uint8Array, 1, blocks) : undefined,
+    blockMseBefore: diagnostics ? unfilled(Float32Array, 4, blocks) : undefined,
+    blockMseAfter: diagnostics ? unfilled(Float32Array, 4, blocks) : undefined,
+    blockOutliers: diagnostics ? unfilled(Uint16Array, 2, blocks) : undefined,
+  };
+}
+
 async function runNative(
   t: TensorData,
   scheme: SchemeSpec,
@@ -81,6 +99,7 @@ async function runNative(
   opts.signal?.addEventListener('abort', onAbort);
   if (opts.signal?.aborted) onAbort();
   const timer = setInterval(() => progress(Atomics.load(control, 1)), 100);
+  const diagnostics = search === config.search ? (opts.diagnostics ?? true) : false;
   try {
     return await native().calibrate(t.data, {
       dtype: t.dtype as NativeDType,
@@ -91,8 +110,9 @@ async function runNative(
       search,
       threads: opts.threads ?? 0,
       allowNonfinite: config.allow_nonfinite,
-      diagnostics: search === config.search ? (opts.diagnostics ?? true) : false,
+      diagnostics,
       control,
+      output: outputArrays(rows * Math.ceil(cols / blockSize), scheme.scaleEncoding !== 'fp32', diagnostics),
       columnWeights: opts.weighting?.columns,
       columnMeans: opts.weighting?.columns ? opts.weighting?.means : undefined,
       backend,

@@ -23,7 +23,8 @@ export interface Checkpoint {
   /** Every tensor: files in `files` order, header order within a file. */
   tensors: TensorInfo[];
   tensor(name: string): TensorInfo | undefined;
-  readTensor(info: TensorInfo): Promise<Buffer>;
+  /** The tensor's bytes; into `into` when it is large enough (SafetensorsFile.readTensor). */
+  readTensor(info: TensorInfo, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -240,7 +241,7 @@ export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
       indexPath: layout.index,
       tensors,
       tensor: (name) => byName.get(name),
-      readTensor: async (info) => {
+      readTensor: async (info, into) => {
         const sf = byFile.get(info.file);
         if (!sf) {
           throw new CalibscopeError('E_BAD_ARGUMENT', `tensor '${info.name}' is from ${info.file}, which is not part of this checkpoint`, {
@@ -248,7 +249,7 @@ export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
             tensor: info.name,
           });
         }
-        return sf.readTensor(info);
+        return sf.readTensor(info, into);
       },
       close: async () => {
         await Promise.all(opened.map((sf) => sf.close()));

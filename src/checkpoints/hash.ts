@@ -33,11 +33,11 @@ import type { Checkpoint } from './checkpoint.js';
 export async function checkpointHash(ckpt: Checkpoint): Promise<string> {
   const files = hashOrder(ckpt);
   try {
-    return await hashInWorker(files);
+    return await hashInWorker({ files });
   } catch (err) {
-    if (err instanceof CalibscopeError) throw err;
     // No worker here (a host that cannot start one): the same hash on this thread.
-    return hashFiles(files);
+    if (err instanceof WorkerFailure) return hashFiles(files);
+    throw err;
   }
 }
 
@@ -95,24 +95,63 @@ export async function hashFiles(files: readonly HashedFile[]): Promise<string> {
   return `sha256:${h.digest('hex')}`;
 }
 
-type WorkerReply = { hash: string } | { error: { code: ErrorCode; message: string; details: Record<string, unknown> } };
+/** Below this size a file hashes on this thread: about as fast as starting a worker (~40 ms). */
+const WORKER_MIN_BYTES = 64 << 20;
 
-/** Resolves with the hash, rejects with the CalibscopeError the worker met, or with a plain Error
- *  when no worker could run (the caller then hashes on its own thread). */
-function hashInWorker(files: readonly HashedFile[]): Promise<string> {
+/** The SHA-256 (hex) of one file's bytes, computed on a worker thread like checkpointHash when the
+ *  file is large (a profile's scales checksum: written and verified while other models
+ *  calibrate). A failure keeps its errno `code` (ENOENT, EISDIR…). */
+export async function sha256File(file: string): Promise<string> {
+  if ((await fs.promises.stat(file)).size < WORKER_MIN_BYTES) return sha256FileHere(file);
+  try {
+    return await hashInWorker({ file });
+  } catch (err) {
+    if (err instanceof WorkerFailure) return sha256FileHere(file);
+    throw err;
+  }
+}
+
+/** sha256File on this thread. */
+export async function sha256FileHere(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: CHUNK })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** What a hash worker is asked: a checkpoint's files (checkpointHash) or one file (sha256File). */
+export type HashTask = { files: HashedFile[] } | { file: string };
+
+export type HashReply =
+  | { hash: string }
+  | { error: { code: ErrorCode; message: string; details: Record<string, unknown> } }
+  | { fsError: { code?: string; message: string } };
+
+/** No worker could run: the caller hashes on its own thread instead. */
+class WorkerFailure extends Error {}
+
+/** Resolves with the hash, rejects with the error the worker met (a CalibscopeError, or an fs error
+ *  with its errno code), or with a WorkerFailure when no worker could run. */
+function hashInWorker(task: HashTask): Promise<string> {
   return new Promise((resolve, reject) => {
     let replied = false;
-    const worker = new Worker(path.join(__dirname, 'hash_worker.js'), { workerData: files });
-    worker.once('message', (m: WorkerReply) => {
+    let worker: Worker;
+    try {
+      worker = new Worker(path.join(__dirname, 'hash_worker.js'), { workerData: task });
+    } catch (err) {
+      reject(new WorkerFailure((err as Error).message));
+      return;
+    }
+    worker.once('message', (m: HashReply) => {
       replied = true;
       if ('hash' in m) resolve(m.hash);
-      else reject(new CalibscopeError(m.error.code, m.error.message, m.error.details));
+      else if ('error' in m) reject(new CalibscopeError(m.error.code, m.error.message, m.error.details));
+      else reject(Object.assign(new Error(m.fsError.message), { code: m.fsError.code }));
     });
     worker.once('error', (err) => {
-      if (!replied) reject(err);
+      if (!replied) reject(new WorkerFailure(err.message));
     });
     worker.once('exit', (code) => {
-      if (!replied) reject(new Error(`the hash worker exited with code ${code}`));
+      if (!replied) reject(new WorkerFailure(`the hash worker exited with code ${code}`));
     });
   });
 }

@@ -154,8 +154,10 @@ export class SafetensorsFile {
     return this.byName.get(name);
   }
 
-  /** Reads exactly the tensor's bytes into a fresh Buffer. */
-  async readTensor(info: TensorInfo): Promise<Buffer> {
+  /** Reads exactly the tensor's bytes: into `into` when it is large enough (the view of its first
+   *  bytes is returned), else into a fresh Buffer of its own (never a slice of Node's shared pool,
+   *  so that a caller may read into it again). */
+  async readTensor(info: TensorInfo, into?: Buffer): Promise<Buffer> {
     if (!this.handle) throw new CalibscopeError('E_IO', `${this.path}: file is closed`, { file: this.path, tensor: info.name });
     if (info.file !== this.path) {
       throw new CalibscopeError('E_BAD_ARGUMENT', `tensor '${info.name}' belongs to ${info.file}, not ${this.path}`, {
@@ -173,7 +175,7 @@ export class SafetensorsFile {
     }
     let buf: Buffer;
     try {
-      buf = Buffer.allocUnsafe(own.byteLength);
+      buf = into && into.byteLength >= own.byteLength ? into.subarray(0, own.byteLength) : Buffer.allocUnsafeSlow(own.byteLength);
     } catch {
       throw new CalibscopeError(
         'E_OUT_OF_MEMORY',

@@ -49,10 +49,10 @@ function specSizes(specs: readonly TensorSpec[]): number[] {
 
 /**
  * The 8-byte length prefix plus the JSON header, padded with spaces so the data section starts
- * 8-byte aligned. Built by hand rather than with JSON.stringify of one object, because JS objects
+ * 8-byte aligned (or at `padTo`, a multiple of 8, when the header fits before it). Built by hand rather than with JSON.stringify of one object, because JS objects
  * move integer-like keys ("0", "1") to the front and the header must list tensors in file order.
  */
-function encodeHeader(specs: readonly TensorSpec[], sizes: number[], metadata?: Record<string, string>): Buffer {
+function encodeHeader(specs: readonly TensorSpec[], sizes: number[], metadata?: Record<string, string>, padTo = 0): Buffer {
   const parts: string[] = [];
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -67,7 +67,7 @@ function encodeHeader(specs: readonly TensorSpec[], sizes: number[], metadata?: 
     offset += sizes[i];
   });
   let json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
-  const pad = (8 - (json.byteLength % 8)) % 8;
+  const pad = Math.max((8 - (json.byteLength % 8)) % 8, padTo - 8 - json.byteLength);
   if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(json.byteLength), 0);
@@ -212,6 +212,130 @@ export class SafetensorsStreamWriter {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Discards everything written; the target stays as it was. Safe to call more than once. */
+  async abort(): Promise<void> {
+    if (this.state === 'done') return;
+    this.state = 'aborted';
+    const h = this.handle;
+    this.handle = null;
+    await h?.close().catch(() => undefined);
+    await unlinkQuiet(this.tmp).catch(() => undefined);
+  }
+}
+
+/**
+ * Writes a safetensors file whose tensors are not known in advance (a profile's arrays, tensor by
+ * tensor as calibration finishes them): each tensor's bytes are appended once, straight into the
+ * file, after room left for the header, which is written last. The header is padded with spaces
+ * (as the format allows) to fill that room; one that outgrows it moves the data up once. The file
+ * appears at `path` only when close() succeeds; on failure or abort the target is untouched.
+ */
+export class SafetensorsAppendWriter {
+  readonly path: string;
+  private readonly specs: TensorSpec[] = [];
+  private readonly sizes: number[] = [];
+  private readonly names = new Set<string>();
+  private position: number;
+  private state: 'open' | 'done' | 'aborted' = 'open';
+  private busy = false;
+
+  private constructor(
+    target: string,
+    private tmp: string,
+    private handle: fs.promises.FileHandle | null,
+    private readonly reserve: number,
+  ) {
+    this.path = target;
+    this.position = reserve;
+  }
+
+  /** `reserve`: bytes left for the length prefix and the header (rounded up to a multiple of 8). */
+  static async create(file: string, reserve: number): Promise<SafetensorsAppendWriter> {
+    const target = path.resolve(file);
+    const tmp = tempPathFor(target);
+    try {
+      const handle = await fs.promises.open(tmp, 'wx+'); // read back if the data has to move
+      return new SafetensorsAppendWriter(target, tmp, handle, Math.ceil(Math.max(reserve, 16) / 8) * 8);
+    } catch (err) {
+      throw ioError(target, 'cannot start writing', err);
+    }
+  }
+
+  private enter(what: string): void {
+    if (this.state !== 'open') throw badArg(`${this.path}: cannot ${what}: writer is ${this.state === 'done' ? 'closed' : 'aborted'}`);
+    if (this.busy) throw badArg(`${this.path}: cannot ${what} while another write or close is in progress (await each call)`);
+  }
+
+  /** Appends one whole tensor. */
+  async append(spec: TensorSpec, data: Uint8Array): Promise<void> {
+    this.enter('append');
+    const copied = { name: spec.name, dtype: spec.dtype, shape: spec.shape.slice() };
+    const [size] = specSizes([copied]);
+    if (this.names.has(copied.name)) throw badArg(`${this.path}: tensor '${copied.name}' is written twice`, copied.name);
+    if (data.byteLength !== size) {
+      throw badArg(`${this.path}: tensor '${copied.name}' is ${data.byteLength} bytes, but shape ${JSON.stringify(copied.shape)} of ${copied.dtype} needs ${size}`, copied.name);
+    }
+    this.busy = true;
+    try {
+      await writeFully(this.handle!, data, this.position);
+    } catch (err) {
+      await this.abort();
+      throw ioError(this.path, `writing tensor '${copied.name}' failed`, err, copied.name);
+    } finally {
+      this.busy = false;
+    }
+    this.position += size;
+    this.specs.push(copied);
+    this.sizes.push(size);
+    this.names.add(copied.name);
+  }
+
+  /** Writes the header, syncs and moves the file into place. */
+  async close(metadata?: Record<string, string>): Promise<void> {
+    this.enter('close');
+    this.busy = true;
+    try {
+      const header = encodeHeader(this.specs, this.sizes, metadata, this.reserve);
+      if (header.byteLength !== this.reserve) await this.moveData(header.byteLength);
+      await writeFully(this.handle!, header, 0);
+      await this.handle!.sync();
+      await this.handle!.close();
+      this.handle = null;
+      await fs.promises.rename(this.tmp, this.path);
+      this.state = 'done';
+      await fsyncDir(path.dirname(this.path));
+    } catch (err) {
+      if (this.state !== 'done') await this.abort();
+      throw ioError(this.path, 'finishing the file failed', err);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** The header outgrew its room: the data moves to a second file, `start` bytes in. */
+  private async moveData(start: number): Promise<void> {
+    const tmp = tempPathFor(this.path);
+    const handle = await fs.promises.open(tmp, 'wx');
+    try {
+      const chunk = Buffer.allocUnsafe(4 << 20);
+      for (let off = this.reserve; off < this.position; ) {
+        const n = Math.min(chunk.length, this.position - off);
+        const { bytesRead } = await this.handle!.read(chunk, 0, n, off);
+        if (bytesRead <= 0) throw new Error(`short read at byte ${off} of ${this.tmp}`);
+        await writeFully(handle, chunk.subarray(0, bytesRead), start + off - this.reserve);
+        off += bytesRead;
+      }
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlinkQuiet(tmp).catch(() => undefined);
+      throw err;
+    }
+    await this.handle!.close().catch(() => undefined);
+    await unlinkQuiet(this.tmp).catch(() => undefined);
+    this.handle = handle;
+    this.tmp = tmp;
   }
 
   /** Discards everything written; the target stays as it was. Safe to call more than once. */

@@ -26,6 +26,17 @@ export interface NativeCalibrateOptions {
   columnMeans?: Float32Array;
   /** Default 'cpu'. 'cuda' without a usable device, or a CUDA failure, rejects with code E_CUDA. */
   backend?: NativeBackend;
+  /** Arrays of one element per block (rows × ceil(cols / blockSize)) to write the results into;
+   *  the result then holds these same arrays. Each is optional (the addon allocates the others). */
+  output?: NativeCalibrateOutput;
+}
+
+export interface NativeCalibrateOutput {
+  scales?: Float32Array;
+  codes?: Uint8Array;
+  blockMseBefore?: Float32Array;
+  blockMseAfter?: Float32Array;
+  blockOutliers?: Uint16Array;
 }
 
 export interface NativeCalibrateResult {

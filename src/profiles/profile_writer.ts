@@ -1,13 +1,15 @@
 // Writes a profile folder (profile.json, scales.safetensors, diagnostics.safetensors) atomically:
 // everything goes into a temporary sibling folder that is renamed into place only when complete,
-// so a failed or cancelled run never leaves a half-written profile. Per-tensor arrays are spooled
-// to disk as tensors finish, so memory stays bounded by one tensor, not by the model.
+// so a failed or cancelled run never leaves a half-written profile. Per-tensor arrays go straight
+// into their files as tensors finish (the header is written last), so memory stays bounded by one
+// tensor, not by the model, and every byte is written once.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { ModelCalibrationProfile } from '../calibration/types.js';
-import { SafetensorsStreamWriter, type TensorSpec } from '../checkpoints/safetensors_writer.js';
+import { sha256File } from '../checkpoints/hash.js';
+import { SafetensorsAppendWriter } from '../checkpoints/safetensors_writer.js';
 import { fsyncDir, writeFileAtomic } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 
@@ -15,65 +17,20 @@ export const PROFILE_JSON = 'profile.json';
 export const SCALES_FILE = 'scales.safetensors';
 export const DIAGNOSTICS_FILE = 'diagnostics.safetensors';
 
-interface Spooled {
-  spec: TensorSpec;
-  offset: number;
-  length: number;
+/** Header room for a file listing these tensors, each with the suffixed companions: generous, since
+ *  too little costs one copy of the data (SafetensorsAppendWriter). 112 bytes hold an entry's
+ *  dtype, a 2-D shape and its offsets at their longest. */
+function headerRoom(names: readonly string[], suffixes: readonly string[]): number {
+  let bytes = 8192; // the metadata
+  for (const n of names) for (const suffix of suffixes) bytes += Buffer.byteLength(JSON.stringify(n + suffix)) + 112;
+  return bytes;
 }
 
-/** An append-only scratch file of raw arrays, replayed into a safetensors file at the end. */
-class Spool {
-  private handle: fs.promises.FileHandle | null = null;
-  private position = 0;
-  readonly entries: Spooled[] = [];
-  constructor(private readonly file: string) {}
-
-  async add(spec: TensorSpec, bytes: Uint8Array): Promise<void> {
-    this.handle ??= await fs.promises.open(this.file, 'w+');
-    let done = 0;
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done, this.position + done);
-      done += bytesWritten;
-    }
-    this.entries.push({ spec, offset: this.position, length: bytes.byteLength });
-    this.position += bytes.byteLength;
-  }
-
-  async writeSafetensors(target: string, metadata: Record<string, string>): Promise<void> {
-    const writer = await SafetensorsStreamWriter.create(target, this.entries.map((e) => e.spec), metadata);
-    try {
-      const chunk = Buffer.allocUnsafe(1 << 20);
-      for (const e of this.entries) {
-        if (e.length === 0) await writer.write(e.spec.name, new Uint8Array(0));
-        for (let off = 0; off < e.length; off += chunk.length) {
-          const n = Math.min(chunk.length, e.length - off);
-          const { bytesRead } = await this.handle!.read(chunk, 0, n, e.offset + off);
-          if (bytesRead !== n) throw new CalibscopeError('E_IO', `short read from the spool file ${this.file}`);
-          await writer.write(e.spec.name, chunk.subarray(0, n));
-        }
-      }
-      await writer.close();
-    } catch (err) {
-      await writer.abort().catch(() => undefined);
-      throw err;
-    }
-  }
-
-  async close(): Promise<void> {
-    await this.handle?.close().catch(() => undefined);
-    this.handle = null;
-    await fs.promises.rm(this.file, { force: true });
-  }
-}
+const SCALES_SUFFIXES = ['', ':codes', ':global'];
+const DIAGNOSTICS_SUFFIXES = [':mse_before', ':mse_after', ':outliers'];
 
 function bytesOf(a: Float32Array | Uint8Array | Uint16Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const h = crypto.createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Refuses to replace a folder that is not a calibscope profile (or empty): never clobber user data. */
@@ -95,20 +52,19 @@ async function checkReplaceable(dir: string): Promise<boolean> {
 }
 
 export class ProfileWriter {
-  private readonly scales: Spool;
-  private readonly diagnostics: Spool;
+  private scales: SafetensorsAppendWriter | null = null;
+  private diagnostics: SafetensorsAppendWriter | null = null;
   private finished = false;
 
   private constructor(
     readonly outDir: string,
     private readonly tmpDir: string,
     private readonly createdParent: string | undefined,
-  ) {
-    this.scales = new Spool(path.join(tmpDir, 'scales.spool'));
-    this.diagnostics = new Spool(path.join(tmpDir, 'diagnostics.spool'));
-  }
+    private readonly tensorNames: readonly string[],
+  ) {}
 
-  static async create(outDir: string): Promise<ProfileWriter> {
+  /** `tensorNames`: the tensors the profile may hold (to size the files' headers; optional). */
+  static async create(outDir: string, tensorNames: readonly string[] = []): Promise<ProfileWriter> {
     const target = path.resolve(outDir);
     const parent = path.dirname(target);
     await checkReplaceable(target);
@@ -125,22 +81,27 @@ export class ProfileWriter {
     } catch (err) {
       throw new CalibscopeError('E_IO', `cannot write in ${parent}: ${(err as Error).message}`, { path: parent });
     }
-    return new ProfileWriter(target, tmp, created);
+    return new ProfileWriter(target, tmp, created, tensorNames);
   }
 
-  /** Appends one tensor's scales (and codes/global scale/diagnostics) in checkpoint order. */
+  /** Appends one tensor's scales (and codes/global scale/diagnostics). */
   async add(tc: TensorCalibration): Promise<void> {
     const name = tc.result.tensor_name;
     const shape = [tc.rows, tc.blocksPerRow];
-    await this.scales.add({ name, dtype: 'F32', shape }, bytesOf(tc.scales));
-    if (tc.codes) await this.scales.add({ name: `${name}:codes`, dtype: 'U8', shape }, bytesOf(tc.codes));
+    this.scales ??= await SafetensorsAppendWriter.create(path.join(this.tmpDir, SCALES_FILE), headerRoom(this.tensorNames, SCALES_SUFFIXES));
+    await this.scales.append({ name, dtype: 'F32', shape }, bytesOf(tc.scales));
+    if (tc.codes) await this.scales.append({ name: `${name}:codes`, dtype: 'U8', shape }, bytesOf(tc.codes));
     if (tc.globalScale !== undefined) {
-      await this.scales.add({ name: `${name}:global`, dtype: 'F32', shape: [1] }, bytesOf(new Float32Array([tc.globalScale])));
+      await this.scales.append({ name: `${name}:global`, dtype: 'F32', shape: [1] }, bytesOf(new Float32Array([tc.globalScale])));
     }
     if (tc.blockMseBefore && tc.blockMseAfter && tc.blockOutliers) {
-      await this.diagnostics.add({ name: `${name}:mse_before`, dtype: 'F32', shape }, bytesOf(tc.blockMseBefore));
-      await this.diagnostics.add({ name: `${name}:mse_after`, dtype: 'F32', shape }, bytesOf(tc.blockMseAfter));
-      await this.diagnostics.add({ name: `${name}:outliers`, dtype: 'U16', shape }, bytesOf(tc.blockOutliers));
+      this.diagnostics ??= await SafetensorsAppendWriter.create(
+        path.join(this.tmpDir, DIAGNOSTICS_FILE),
+        headerRoom(this.tensorNames, DIAGNOSTICS_SUFFIXES),
+      );
+      await this.diagnostics.append({ name: `${name}:mse_before`, dtype: 'F32', shape }, bytesOf(tc.blockMseBefore));
+      await this.diagnostics.append({ name: `${name}:mse_after`, dtype: 'F32', shape }, bytesOf(tc.blockMseAfter));
+      await this.diagnostics.append({ name: `${name}:outliers`, dtype: 'U16', shape }, bytesOf(tc.blockOutliers));
     }
   }
 
@@ -148,12 +109,8 @@ export class ProfileWriter {
   async finish(profile: ModelCalibrationProfile, metadata: Record<string, string>): Promise<ModelCalibrationProfile> {
     try {
       const scalesPath = path.join(this.tmpDir, SCALES_FILE);
-      await this.scales.writeSafetensors(scalesPath, metadata);
-      if (this.diagnostics.entries.length > 0) {
-        await this.diagnostics.writeSafetensors(path.join(this.tmpDir, DIAGNOSTICS_FILE), metadata);
-      }
-      await this.scales.close();
-      await this.diagnostics.close();
+      this.scales ??= await SafetensorsAppendWriter.create(scalesPath, headerRoom([], SCALES_SUFFIXES));
+      await Promise.all([this.scales.close(metadata), this.diagnostics?.close(metadata)]);
       const final: ModelCalibrationProfile = { ...profile, scales_sha256: await sha256File(scalesPath) };
       await writeFileAtomic(path.join(this.tmpDir, PROFILE_JSON), `${JSON.stringify(final, null, 2)}\n`);
       await fsyncDir(this.tmpDir);
@@ -207,8 +164,8 @@ export class ProfileWriter {
 
   async abort(): Promise<void> {
     if (this.finished) return;
-    await this.scales.close().catch(() => undefined);
-    await this.diagnostics.close().catch(() => undefined);
+    await this.scales?.abort().catch(() => undefined);
+    await this.diagnostics?.abort().catch(() => undefined);
     await fs.promises.rm(this.tmpDir, { recursive: true, force: true }).catch(() => undefined);
     // Remove the parent folders this run created, deepest first, as long as they are empty.
     if (this.createdParent) {

@@ -10,13 +10,14 @@ import { FORMAT_NAMES } from '../calibration/schemes.js';
 import { rowsCols, type TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { ModelCalibrationProfile, SignOff } from '../calibration/types.js';
 import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
+import { sha256File } from '../checkpoints/hash.js';
 import { SafetensorsFile } from '../checkpoints/safetensors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
 import { PROFILE_FORMAT_VERSION } from '../version.js';
 import { currentCheckpointHash } from './hash_cache.js';
 import { acquireLock, lockPathFor } from './lock.js';
-import { PROFILE_JSON, ProfileWriter, SCALES_FILE, sha256File } from './profile_writer.js';
+import { PROFILE_JSON, ProfileWriter, SCALES_FILE } from './profile_writer.js';
 
 export type ProfileState = 'missing' | 'valid' | 'stale' | 'corrupt' | 'signed-off';
 
@@ -280,7 +281,7 @@ export async function saveProfile(
   tensors: Iterable<TensorCalibration> | AsyncIterable<TensorCalibration>,
   metadata: Record<string, string> = {},
 ): Promise<ModelCalibrationProfile> {
-  const writer = await ProfileWriter.create(path.resolve(dirArg));
+  const writer = await ProfileWriter.create(path.resolve(dirArg), Object.keys(profile.tensor_calibrations));
   try {
     const seen = new Set<string>();
     for await (const tc of tensors) {
