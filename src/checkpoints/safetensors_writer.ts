@@ -99,31 +99,72 @@ export async function writeSafetensors(
   await writeFileAtomic(file, encodeSafetensors(tensors, metadata));
 }
 
+/** What both writers share: a temporary file beside the target, moved into place when complete,
+ *  removed on failure or abort, and one operation at a time. */
+abstract class TempFileWriter {
+  protected state: 'open' | 'done' | 'aborted' = 'open';
+  protected busy = false;
+
+  protected constructor(
+    readonly path: string,
+    protected tmp: string,
+    protected handle: fs.promises.FileHandle | null,
+  ) {}
+
+  protected enter(what: string): void {
+    if (this.state !== 'open') throw badArg(`${this.path}: cannot ${what}: writer is ${this.state === 'done' ? 'closed' : 'aborted'}`);
+    if (this.busy) throw badArg(`${this.path}: cannot ${what} while another write or close is in progress (await each call)`);
+  }
+
+  /** Runs `last` (the final writes), then syncs and moves the file into place. */
+  protected async finish(last: () => Promise<void>): Promise<void> {
+    this.busy = true;
+    try {
+      await last();
+      await this.handle!.sync();
+      await this.handle!.close();
+      this.handle = null;
+      await fs.promises.rename(this.tmp, this.path);
+      this.state = 'done';
+      await fsyncDir(path.dirname(this.path));
+    } catch (err) {
+      if (this.state !== 'done') await this.abort();
+      throw ioError(this.path, 'finishing the file failed', err);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Discards everything written; the target stays as it was. Safe to call more than once. */
+  async abort(): Promise<void> {
+    if (this.state === 'done') return;
+    this.state = 'aborted';
+    const h = this.handle;
+    this.handle = null;
+    await h?.close().catch(() => undefined);
+    await unlinkQuiet(this.tmp).catch(() => undefined);
+  }
+}
+
 /**
  * Writes a safetensors file too large to hold in memory: the header is written from the specs
  * first, then each tensor's bytes are appended as they come, in spec order, in one or more chunks.
  * Memory stays bounded by one chunk. The file appears at `path` only when close() succeeds; on
  * any failure (or abort) the temporary file is removed and the target is untouched.
  */
-export class SafetensorsStreamWriter {
-  readonly path: string;
-  private readonly tmp: string;
-  private handle: fs.promises.FileHandle | null;
-  private readonly specs: TensorSpec[];
-  private readonly sizes: number[];
+export class SafetensorsStreamWriter extends TempFileWriter {
   private index = 0;
   private written = 0;
-  private position: number;
-  private state: 'open' | 'done' | 'aborted' = 'open';
-  private busy = false;
 
-  private constructor(target: string, tmp: string, handle: fs.promises.FileHandle, specs: TensorSpec[], sizes: number[], start: number) {
-    this.path = target;
-    this.tmp = tmp;
-    this.handle = handle;
-    this.specs = specs;
-    this.sizes = sizes;
-    this.position = start;
+  private constructor(
+    target: string,
+    tmp: string,
+    handle: fs.promises.FileHandle,
+    private readonly specs: TensorSpec[],
+    private readonly sizes: number[],
+    private position: number,
+  ) {
+    super(target, tmp, handle);
   }
 
   static async create(file: string, specs: readonly TensorSpec[], metadata?: Record<string, string>): Promise<SafetensorsStreamWriter> {
@@ -150,11 +191,6 @@ export class SafetensorsStreamWriter {
       this.index++;
       this.written = 0;
     }
-  }
-
-  private enter(what: string): void {
-    if (this.state !== 'open') throw badArg(`${this.path}: cannot ${what}: writer is ${this.state === 'done' ? 'closed' : 'aborted'}`);
-    if (this.busy) throw badArg(`${this.path}: cannot ${what} while another write or close is in progress (await each call)`);
   }
 
   /** Appends a chunk of tensor `name`, which must be the tensor being written or the next in spec order. */
@@ -198,30 +234,7 @@ export class SafetensorsStreamWriter {
       await this.abort();
       throw badArg(`${this.path}: tensor '${s.name}' has ${written} of ${this.sizes[this.index]} bytes written; nothing was saved`, s.name);
     }
-    this.busy = true;
-    try {
-      await this.handle!.sync();
-      await this.handle!.close();
-      this.handle = null;
-      await fs.promises.rename(this.tmp, this.path);
-      this.state = 'done';
-      await fsyncDir(path.dirname(this.path));
-    } catch (err) {
-      if (this.state !== 'done') await this.abort();
-      throw ioError(this.path, 'finishing the file failed', err);
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  /** Discards everything written; the target stays as it was. Safe to call more than once. */
-  async abort(): Promise<void> {
-    if (this.state === 'done') return;
-    this.state = 'aborted';
-    const h = this.handle;
-    this.handle = null;
-    await h?.close().catch(() => undefined);
-    await unlinkQuiet(this.tmp).catch(() => undefined);
+    await this.finish(async () => undefined);
   }
 }
 
@@ -232,22 +245,19 @@ export class SafetensorsStreamWriter {
  * (as the format allows) to fill that room; one that outgrows it moves the data up once. The file
  * appears at `path` only when close() succeeds; on failure or abort the target is untouched.
  */
-export class SafetensorsAppendWriter {
-  readonly path: string;
+export class SafetensorsAppendWriter extends TempFileWriter {
   private readonly specs: TensorSpec[] = [];
   private readonly sizes: number[] = [];
   private readonly names = new Set<string>();
   private position: number;
-  private state: 'open' | 'done' | 'aborted' = 'open';
-  private busy = false;
 
   private constructor(
     target: string,
-    private tmp: string,
-    private handle: fs.promises.FileHandle | null,
+    tmp: string,
+    handle: fs.promises.FileHandle,
     private readonly reserve: number,
   ) {
-    this.path = target;
+    super(target, tmp, handle);
     this.position = reserve;
   }
 
@@ -261,11 +271,6 @@ export class SafetensorsAppendWriter {
     } catch (err) {
       throw ioError(target, 'cannot start writing', err);
     }
-  }
-
-  private enter(what: string): void {
-    if (this.state !== 'open') throw badArg(`${this.path}: cannot ${what}: writer is ${this.state === 'done' ? 'closed' : 'aborted'}`);
-    if (this.busy) throw badArg(`${this.path}: cannot ${what} while another write or close is in progress (await each call)`);
   }
 
   /** Appends one whole tensor. */
@@ -295,23 +300,11 @@ export class SafetensorsAppendWriter {
   /** Writes the header, syncs and moves the file into place. */
   async close(metadata?: Record<string, string>): Promise<void> {
     this.enter('close');
-    this.busy = true;
-    try {
+    await this.finish(async () => {
       const header = encodeHeader(this.specs, this.sizes, metadata, this.reserve);
       if (header.byteLength !== this.reserve) await this.moveData(header.byteLength);
       await writeFully(this.handle!, header, 0);
-      await this.handle!.sync();
-      await this.handle!.close();
-      this.handle = null;
-      await fs.promises.rename(this.tmp, this.path);
-      this.state = 'done';
-      await fsyncDir(path.dirname(this.path));
-    } catch (err) {
-      if (this.state !== 'done') await this.abort();
-      throw ioError(this.path, 'finishing the file failed', err);
-    } finally {
-      this.busy = false;
-    }
+    });
   }
 
   /** The header outgrew its room: the data moves to a second file, `start` bytes in. */
@@ -336,16 +329,6 @@ export class SafetensorsAppendWriter {
     await unlinkQuiet(this.tmp).catch(() => undefined);
     this.handle = handle;
     this.tmp = tmp;
-  }
-
-  /** Discards everything written; the target stays as it was. Safe to call more than once. */
-  async abort(): Promise<void> {
-    if (this.state === 'done') return;
-    this.state = 'aborted';
-    const h = this.handle;
-    this.handle = null;
-    await h?.close().catch(() => undefined);
-    await unlinkQuiet(this.tmp).catch(() => undefined);
   }
 }
 
