@@ -548,7 +548,7 @@ describe('bad input: a clear error, a non-zero exit, no profile', () => {
   });
 
   test('an empty 2-D tensor: E_EMPTY_TENSOR naming it, nothing half-written', () => {
-    // A good tensor first, so the failure comes after something was already spooled.
+    // A good tensor first, so the failure comes after something was already written.
     const { dir, file } = modelDir('empty', [
       { name: 'a.weight', dtype: 'F16', shape: [4, 64], data: f16Data(256, 7) },
       { name: 'empty.weight', dtype: 'F16', shape: [0, 64], data: new Uint8Array(0) },

@@ -434,7 +434,7 @@ describe('cache housekeeping and locks', () => {
     const liveTmp = path.join(modelDir, `.fp4-abc.tmp-${process.pid}-0badc0de`);
     for (const d of [deadTmp, deadOld, liveTmp]) {
       fs.mkdirSync(d);
-      fs.writeFileSync(path.join(d, 'scales.spool'), 'x');
+      fs.writeFileSync(path.join(d, 'scales.safetensors'), 'x');
     }
     const deadJsonTmp = path.join(dir, `.profile.json.tmp-${dead}-0123456789ab`);
     fs.writeFileSync(deadJsonTmp, '{');
