@@ -156,12 +156,10 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
   if (!control.IsEmpty()) keep.push_back(control);
   if (!weights.IsEmpty()) keep.push_back(weights);
   if (!means.IsEmpty()) keep.push_back(means);
+  // The lent arrays are written by the worker threads and returned: the reference keeps them alive.
   Napi::Object lent = lend_output(env, o, &p.lent);
   std::shared_ptr<Napi::ObjectReference> lent_ref;
-  if (!lent.IsEmpty()) {
-    keep.push_back(lent);
-    lent_ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(lent));
-  }
+  if (!lent.IsEmpty()) lent_ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(lent));
   auto out = std::make_shared<calib::CalibOutput>();
   return calib_js::PromiseWorker::Start(new calib_js::PromiseWorker(
       env, "calibscope.calibrate", "calibrating the tensor", std::move(keep),
