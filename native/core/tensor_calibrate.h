@@ -1,7 +1,6 @@
 // Calibrates one weight tensor (viewed as rows × cols) for one scheme and block size, on CPU threads.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -66,15 +65,12 @@ struct CalibParams {
 template <class T>
 class BlockArray {
  public:
-  // n elements set to v, in `lent` (caller memory of n elements) when given.
+  // n elements: `lent` (caller memory of n elements, left as it is: every backend writes every
+  // element) when given, else its own, set to v.
   void assign(size_t n, T v, T* lent = nullptr) {
     lent_ = lent;
-    if (lent) {
-      own_.clear();
-      std::fill(lent, lent + n, v);
-    } else {
-      own_.assign(n, v);
-    }
+    if (lent) own_.clear();
+    else own_.assign(n, v);
     size_ = n;
   }
   T* data() { return lent_ ? lent_ : own_.data(); }

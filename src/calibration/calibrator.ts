@@ -144,21 +144,20 @@ export class QuantizationCalibrator {
       // of ours take turns (a finished tensor's buffer takes the read after next), so reads land
       // in memory already mapped instead of fresh pages.
       let spare: Buffer | undefined;
-      const bufferFor = (t: TensorInfo) => {
-        const b = spare && spare.byteLength >= t.byteLength ? spare : Buffer.allocUnsafeSlow(t.byteLength);
+      const read = (t: TensorInfo) => {
+        const buffer = spare && spare.byteLength >= t.byteLength ? spare : Buffer.allocUnsafeSlow(t.byteLength);
         spare = undefined;
-        return b;
+        const data = ckpt.readTensor(t, buffer);
+        data.catch(() => undefined); // surfaced when awaited
+        return { buffer, data };
       };
-      let nextBuffer = todo.length > 0 ? bufferFor(todo[0]) : undefined;
-      let next: Promise<Buffer> | null = todo.length > 0 ? ckpt.readTensor(todo[0], nextBuffer) : null;
+      let next = todo.length > 0 ? read(todo[0]) : null;
       for (let i = 0; i < todo.length; i++) {
         checkCancelled(opts.signal);
         const info = todo[i];
-        const data = await next!;
-        const dataBuffer = nextBuffer;
-        nextBuffer = i + 1 < todo.length ? bufferFor(todo[i + 1]) : undefined;
-        next = i + 1 < todo.length ? ckpt.readTensor(todo[i + 1], nextBuffer) : null;
-        next?.catch(() => undefined); // surfaced when awaited
+        const current = next!;
+        const data = await current.data;
+        next = i + 1 < todo.length ? read(todo[i + 1]) : null;
         progress.tensor = info.name;
         const base = progress.elementsDone;
         const tc = await calibrateTensorData(
@@ -177,7 +176,7 @@ export class QuantizationCalibrator {
           },
           source(info),
         );
-        spare = dataBuffer; // nothing refers to the weights once the tensor is calibrated
+        spare = current.buffer; // nothing refers to the weights once the tensor is calibrated
         results[info.name] = tc.result;
         ran = tc.backend ?? backend;
         const n = tc.result.numel - tc.result.nonfinite_excluded;

@@ -1,6 +1,6 @@
 // The checkpoint hash that a calibration profile records (golden_checkpoint_hash): a profile is
 // valid only while the checkpoint still hashes the same.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -59,6 +59,16 @@ export function hashOrder(ckpt: Checkpoint): HashedFile[] {
 
 const CHUNK = 4 << 20;
 
+/** Feeds the rest of an open file into `h` through `buf`; returns the number of bytes read. */
+async function feed(h: Hash, handle: fs.promises.FileHandle, buf: Buffer): Promise<number> {
+  let seen = 0;
+  for (let n; (n = (await handle.read(buf, 0, buf.byteLength, null)).bytesRead) > 0; ) {
+    seen += n;
+    h.update(buf.subarray(0, n));
+  }
+  return seen;
+}
+
 /** The hash computed on this thread (the worker runs it; so does a host that cannot start one). */
 export async function hashFiles(files: readonly HashedFile[]): Promise<string> {
   const h = createHash('sha256');
@@ -73,14 +83,11 @@ export async function hashFiles(files: readonly HashedFile[]): Promise<string> {
     }
     try {
       let size: number;
-      let seen = 0;
+      let seen: number;
       try {
         size = (await handle.stat()).size;
         h.update(Buffer.from(`${f.rel}\0${size}\0`, 'utf8'));
-        for (let n; (n = (await handle.read(buf, 0, CHUNK, null)).bytesRead) > 0; ) {
-          seen += n;
-          h.update(buf.subarray(0, n));
-        }
+        seen = await feed(h, handle, buf);
       } catch (err) {
         throw cannot(err);
       }
@@ -114,7 +121,12 @@ export async function sha256File(file: string): Promise<string> {
 /** sha256File on this thread. */
 export async function sha256FileHere(file: string): Promise<string> {
   const h = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: CHUNK })) h.update(chunk as Buffer);
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    await feed(h, handle, Buffer.allocUnsafe(CHUNK));
+  } finally {
+    await handle.close();
+  }
   return h.digest('hex');
 }
 
