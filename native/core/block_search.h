@@ -235,19 +235,6 @@ inline void sort_events(EventBuffers<E>& buf, Scratch& sc, double t_lo, double t
   buf.events.swap(buf.sorted);
 }
 
-// Number of midpoints mid[1..K] below y (strictly, or <= y): a linear scan for the small E2M1
-// grid, binary search for the FP8 grids.
-template <bool kStrict>
-inline int count_mids(const double* mid, int K, double y) {
-  if (K <= 8) {
-    int c = 0;
-    for (int k = 1; k <= K; ++k) c += kStrict ? (mid[k] < y) : (mid[k] <= y);
-    return c;
-  }
-  return kStrict ? int(std::lower_bound(mid + 1, mid + K + 1, y) - (mid + 1))
-                 : int(std::upper_bound(mid + 1, mid + K + 1, y) - (mid + 1));
-}
-
 // Exact minimum of E(t) = Σ w_i (|x_i| − t·Q(|x_i|/t))² (w_i = 1 without weights) over decode
 // scales t ∈ (t_lo, 2·t0), t0 = absmax/max.
 // Between breakpoints t = |x_i|/mid_k the assignment q is fixed and E is the quadratic
@@ -311,8 +298,8 @@ inline double exact_decode_scale_impl(const float* x, const float* w, const floa
   } else {
     for (int i = 0; i < n; ++i) {
       const double a = std::fabs(double(x[i]));
-      k_hi[i] = t_lo == 0.0 ? K : count_mids<true>(mid, K, a * inv_t_lo);
-      k_lo[i] = count_mids<false>(mid, K, a * inv_t_hi);
+      k_hi[i] = t_lo == 0.0 ? K : count_mids_near<F, true>(mid, K, a * inv_t_lo);
+      k_lo[i] = count_mids_near<F, false>(mid, K, a * inv_t_hi);
     }
   }
   Event* ev = buf.events.data();

@@ -159,19 +159,6 @@ CALIB_HD float block_absmax(const X& x, int n) {
 
 // ---- The exact sweep (block_search.h: exact_decode_scale_impl) ----
 
-// Midpoints mid[1..K] below y (strictly, or at or below y).
-template <bool kStrict>
-CALIB_HD int count_mids(const GridTable& g, double y) {
-  int lo = 0, hi = g.K;
-  while (lo < hi) {
-    const int m = (lo + hi) >> 1;
-    const double v = g.mid[m + 1];
-    if (kStrict ? v < y : v <= y) lo = m + 1;
-    else hi = m;
-  }
-  return lo;
-}
-
 // Each element's breakpoints a/mid[k], k = k_hi down to k_lo+1, ascending in time. The sweep takes
 // the earliest pending one across elements, ties to the lower element index: a linear scan over
 // registers for blocks of up to 16 (LinearPending), a binary heap above (HeapPending).
@@ -265,8 +252,8 @@ CALIB_HD double exact_decode_scale(const GridTable& g, const X& x, const float* 
       const double c = kW ? double(w[i]) : 1.0;
       const double ms = kM ? (xi < 0.0f ? -double(mu[i]) : double(mu[i])) : 0.0;
       if (a != 0.0 && !(c == 0.0 && ms == 0.0)) {
-        const int k_hi = t_lo == 0.0 ? K : count_mids<true>(g, a * inv_t_lo);
-        const int k_lo = count_mids<false>(g, a * inv_t_hi);
+        const int k_hi = t_lo == 0.0 ? K : count_mids_near<F, true>(g.mid, K, a * inv_t_lo);
+        const int k_lo = count_mids_near<F, false>(g.mid, K, a * inv_t_hi);
         C += c * (a * a);
         const double q = g.value[k_hi];
         A += c * (q * q);

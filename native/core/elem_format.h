@@ -65,6 +65,28 @@ CALIB_HD float round_abs(float a) {
   return a < kMinNormal ? sub : nrm;
 }
 
+// The index of a grid value r >= 0 among the format's non-negative values (0 for zero, K for max):
+// multiples of the subnormal spacing below the smallest normal, then 2^kMantBits per binade.
+template <class F>
+CALIB_HD int grid_index(float r) {
+  constexpr float kMinNormal = pow2f(F::kEmin);
+  if (r < kMinNormal) return int(r * pow2f(F::kMantBits - F::kEmin));
+  const uint32_t u = float_to_bits(r);
+  const int e = int((u >> 23) & 0xff) - 127;
+  return ((e - F::kEmin + 1) << F::kMantBits) | int((u >> (23 - F::kMantBits)) & ((1u << F::kMantBits) - 1u));
+}
+
+// Midpoints mid[1..K] (ascending) below y >= 0, strictly or at or below: the index of y's nearest
+// grid value in float, then corrected against the exact midpoints in double (at most a step or
+// two). The same count as a binary search, without its unpredictable branches.
+template <class F, bool kStrict>
+CALIB_HD int count_mids_near(const double* mid, int K, double y) {
+  int k = grid_index<F>(round_abs<F>(float(y < double(F::kMax) ? y : double(F::kMax))));
+  while (k < K && (kStrict ? mid[k + 1] < y : mid[k + 1] <= y)) ++k;
+  while (k > 0 && !(kStrict ? mid[k] < y : mid[k] <= y)) --k;
+  return k;
+}
+
 template <class F>
 inline float round_elem(float x) {
   if (std::isnan(x)) return x;
