@@ -177,7 +177,8 @@ export class QuantizationCalibrator {
           source(info),
         );
         spare = current.buffer; // nothing refers to the weights once the tensor is calibrated
-        results[info.name] = tc.result;
+        // An own property even for a name like "__proto__", which plain assignment would not store.
+        Object.defineProperty(results, info.name, { value: tc.result, enumerable: true, writable: true, configurable: true });
         ran = tc.backend ?? backend;
         const n = tc.result.numel - tc.result.nonfinite_excluded;
         sumBefore += tc.result.mse_before * n;

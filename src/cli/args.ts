@@ -37,6 +37,12 @@ export function parseArgs(argv: readonly string[], spec: OptionSpec): ParsedArgs
       if (value === undefined || (eq < 0 && value.startsWith('--'))) {
         throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} needs a value`);
       }
+      // An empty value is usually an unset shell variable: as a path it would mean the current folder.
+      if (value.trim() === '') throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} needs a value, got an empty string`, { option: name });
+      const prior = options[name];
+      if (typeof prior === 'string' && prior !== value) {
+        throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} is given twice, as "${prior}" and as "${value}": give it once`, { option: name });
+      }
       options[name] = value;
     }
   }

@@ -1,5 +1,6 @@
 // The `calibscope` command line: dispatch, error reporting and exit codes.
 //   0 success · 1 failure · 2 bad usage or input arguments · 130 cancelled (Ctrl-C)
+//   · 143 / 129 cancelled by SIGTERM / SIGHUP
 import { asCalibscopeError, type CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CALIBRATE_HELP, calibrateCommand } from './commands/calibrate.js';
@@ -55,18 +56,29 @@ const COMMANDS: Record<string, Command> = {
 
 const USAGE_CODES = new Set(['E_BAD_ARGUMENT', 'E_BAD_FORMAT', 'E_BAD_BLOCK_SIZE']);
 
-export function exitCodeFor(e: CalibscopeError): number {
-  if (e.code === 'E_CANCELLED') return 130;
+/** The signals that cancel a run cleanly (as Ctrl-C does), with the exit status each gives: 128 + its number. */
+const CANCEL_SIGNALS = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+type CancelSignal = keyof typeof CANCEL_SIGNALS;
+
+export function exitCodeFor(e: CalibscopeError, cancelledBy: CancelSignal = 'SIGINT'): number {
+  if (e.code === 'E_CANCELLED') return CANCEL_SIGNALS[cancelledBy];
   return USAGE_CODES.has(e.code) ? 2 : 1;
 }
 
 export async function run(argv: string[]): Promise<number> {
   const controller = new AbortController();
-  const onSigint = () => {
-    if (controller.signal.aborted) process.exit(130); // a second Ctrl-C: stop at once
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  let cancelledBy: CancelSignal = 'SIGINT';
+  // SIGTERM (CI timeouts, `docker stop`) and SIGHUP cancel like Ctrl-C, so temporary files and
+  // locks are removed before the process exits; a second signal stops at once.
+  const handlers = (Object.keys(CANCEL_SIGNALS) as CancelSignal[]).map((sig) => {
+    const handler = () => {
+      if (controller.signal.aborted) process.exit(CANCEL_SIGNALS[cancelledBy]);
+      cancelledBy = sig;
+      controller.abort();
+    };
+    process.on(sig, handler);
+    return [sig, handler] as const;
+  });
   const ctx: CommandContext = {
     json: argv.includes('--json'),
     out: (line) => process.stdout.write(`${line}\n`),
@@ -97,8 +109,8 @@ export async function run(argv: string[]): Promise<number> {
     const e = asCalibscopeError(err);
     if (ctx.json) ctx.out(JSON.stringify({ error: e.toJSON() }));
     else ctx.err(`calibscope: error ${e.code}: ${e.message}`);
-    return exitCodeFor(e);
+    return exitCodeFor(e, cancelledBy);
   } finally {
-    process.off('SIGINT', onSigint);
+    for (const [sig, handler] of handlers) process.off(sig, handler);
   }
 }

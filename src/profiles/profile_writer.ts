@@ -41,7 +41,11 @@ async function checkReplaceable(dir: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') {
-      throw new CalibscopeError('E_BAD_ARGUMENT', `output path ${dir} exists and is not a folder`, { path: dir });
+      // ENOTDIR: either the path itself is a file, or one of the folders above it is.
+      if (await fs.promises.lstat(dir).then(() => true, () => false)) {
+        throw new CalibscopeError('E_BAD_ARGUMENT', `output path ${dir} exists and is not a folder`, { path: dir });
+      }
+      throw new CalibscopeError('E_BAD_ARGUMENT', `output path ${dir} cannot be created: a folder above it is a file`, { path: dir });
     }
     throw err;
   }

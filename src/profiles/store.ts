@@ -148,8 +148,9 @@ async function readProfileJson(dir: string): Promise<ModelCalibrationProfile> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
-      const dirExists = await fs.promises.stat(dir).then((s) => s.isDirectory(), () => false);
-      if (!dirExists) throw new CalibscopeError('E_NOT_FOUND', `no profile at ${dir}`, { path: dir });
+      const dirStat = await fs.promises.stat(dir).catch(() => null);
+      if (!dirStat) throw new CalibscopeError('E_NOT_FOUND', `no profile at ${dir}`, { path: dir });
+      if (!dirStat.isDirectory()) throw bad(dir, 'the profile path is a file, not a folder');
       throw bad(dir, `${PROFILE_JSON} is missing`);
     }
     throw new CalibscopeError('E_IO', `${file}: ${(err as Error).message}`, { file, errno: code });

@@ -3,6 +3,7 @@
 import os from 'node:os';
 import { resolveBackend } from '../../calibration/backend.js';
 import { native, type NativeCudaDevice } from '../../native/index.js';
+import { CalibscopeError } from '../../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../../version.js';
 import { parseArgs } from '../args.js';
 import type { CommandContext } from '../context.js';
@@ -22,7 +23,8 @@ function deviceJson(d: NativeCudaDevice) {
 }
 
 export async function infoCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { options } = parseArgs(argv, { json: 'boolean' });
+  const { positionals, options } = parseArgs(argv, { json: 'boolean' });
+  if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', `info takes no arguments, got "${positionals[0]}"`);
   ctx.json = Boolean(options.json);
   const n = native().info();
   const cuda = n.cuda;

@@ -54,6 +54,18 @@ async function statusOf(
       expectConfigHash: dir || !config ? undefined : configHash(config),
       expectModelId: dir ? undefined : ckpt.modelId,
     });
+    // --profile with config flags: the folder must hold a profile made with those settings.
+    if (dir && config && st.profile) {
+      const made = configHash(st.profile.config);
+      if (made !== configHash(config)) {
+        throw new CalibscopeError(
+          'E_BAD_ARGUMENT',
+          `profile ${dir} was calibrated as ${st.profile.format} (config ${made}), not with the given --format ${config.format} ` +
+            `and options (config ${configHash(config)}); leave out --format and the config options to check the profile as it is`,
+          { path: dir, profile_format: st.profile.format, profile_config_hash: made, config_hash: configHash(config) },
+        );
+      }
+    }
     return {
       model_id: ckpt.modelId,
       format: config?.format ?? st.profile?.format ?? 'unknown',
