@@ -55,6 +55,10 @@ export interface WorkbenchState {
   filter: string;
   metric: GridMetric;
   gridWindow: GridWindow;
+  /** Bumped whenever the window goes back to the whole tensor by other means than the plot's own
+   *  zoom (Reset zoom, a new selection, a rewritten profile): the heatmap's axes follow it then,
+   *  instead of keeping the range the user last zoomed to. */
+  viewRev: number;
   gridSize: { rows: number; cols: number };
   grid: GridView | null;
   gridLoading: boolean;
@@ -92,8 +96,9 @@ export interface WorkbenchState {
   keepRerun(rerunId: string): Promise<void>;
   discardRerun(rerunId: string): Promise<void>;
   signOff(p: Omit<SignOffParams, 'modelId'>): Promise<boolean>;
-  openModel(path: string, format?: string): Promise<void>;
-  openPipeline(path: string, format?: string): Promise<void>;
+  /** True when it opened; a failure is a toast. */
+  openModel(path: string, format?: string): Promise<boolean>;
+  openPipeline(path: string, format?: string): Promise<boolean>;
   /** `dynamicActivations`: also with every Linear's input quantized per batch. */
   runValidation(attribution: boolean, dynamicActivations?: boolean): Promise<void>;
   toast(kind: Toast['kind'], text: string, code?: string): void;
@@ -200,7 +205,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       const v = await call('validation.get', { modelId: id }, true);
       if (get().selectedModel === id) set({ validation: v });
       if (still) {
-        set({ gridWindow: {}, hover: null });
+        set({ gridWindow: {}, viewRev: get().viewRev + 1, hover: null });
         await loadTensorViews();
       } else {
         // Open the worst tensor, so the heatmap is never empty while a profile is shown.
@@ -265,6 +270,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       filter: '',
       metric: 'scale',
       gridWindow: {},
+      viewRev: 0,
       gridSize: { rows: 400, cols: 800 },
       grid: null,
       gridLoading: false,
@@ -289,13 +295,13 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async selectModel(id) {
-        set({ selectedModel: id, profile: null, selectedTensor: null, cursor: null, grid: null, histogram: null, hover: null, validation: null, gridWindow: {} });
+        set({ selectedModel: id, profile: null, selectedTensor: null, cursor: null, grid: null, histogram: null, hover: null, validation: null, gridWindow: {}, viewRev: get().viewRev + 1 });
         if (id) await loadProfile(false);
       },
 
       async selectTensor(name) {
         // Closing keeps the cursor where it was, so Enter opens the same tensor again.
-        set({ selectedTensor: name, cursor: name ?? get().cursor, grid: null, histogram: null, hover: null, gridWindow: {} });
+        set({ selectedTensor: name, cursor: name ?? get().cursor, grid: null, histogram: null, hover: null, gridWindow: {}, viewRev: get().viewRev + 1 });
         if (name) await loadTensorViews();
       },
 
@@ -351,7 +357,8 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async zoom(w) {
-        set({ gridWindow: w });
+        const whole = w.rowStart === undefined && w.rowEnd === undefined && w.blockStart === undefined && w.blockEnd === undefined;
+        set(whole ? { gridWindow: {}, viewRev: get().viewRev + 1 } : { gridWindow: w });
         await loadGrid();
       },
 
@@ -415,11 +422,11 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async openModel(path, format) {
-        await call('workspace.openModel', { path, ...(format ? { format: format as never } : {}) });
+        return (await call('workspace.openModel', { path, ...(format ? { format: format as never } : {}) })) !== null;
       },
 
       async openPipeline(path, format) {
-        await call('workspace.openPipeline', { path, ...(format ? { format: format as never } : {}) });
+        return (await call('workspace.openPipeline', { path, ...(format ? { format: format as never } : {}) })) !== null;
       },
 
       async runValidation(attribution, dynamicActivations) {

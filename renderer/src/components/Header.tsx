@@ -39,9 +39,9 @@ export function Header() {
     const p = path.trim();
     if (!p) return;
     remember(p);
-    if (kind === 'model') await a.openModel(p, format || undefined);
-    else await a.openPipeline(p, format || undefined);
-    setOpen(false);
+    const ok = kind === 'model' ? await a.openModel(p, format || undefined) : await a.openPipeline(p, format || undefined);
+    // On failure the form stays open with the path, to correct it (the reason is a toast).
+    if (ok) setOpen(false);
   };
   return (
     <header className="topbar">

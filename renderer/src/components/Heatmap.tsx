@@ -6,7 +6,7 @@ import type { PlotMouseEvent, PlotRelayoutEvent } from 'plotly.js';
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import type { GridMetric } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
-import { eng, exact } from '../format';
+import { eng, exact, exactSci } from '../format';
 import { Plot } from '../Plot';
 import { plotColors, useResolvedTheme } from '../theme';
 import { cellAt, heatmapTrace, METRIC_LABELS, type CellInfo } from './heatmap_data';
@@ -25,6 +25,7 @@ export function Heatmap() {
   const model = useW((s) => s.selectedModel);
   const tensor = useW((s) => s.selectedTensor);
   const hover = useW((s) => s.hover);
+  const viewRev = useW((s) => s.viewRev);
   const loading = useW((s) => s.gridLoading);
   const fetchMs = useW((s) => s.gridFetchMs);
   const diagnostics = useW((s) => s.profile?.hasDiagnostics ?? false);
@@ -79,10 +80,12 @@ export function Heatmap() {
       font: { color: colors.fg, size: 11 },
       xaxis: { title: { text: 'block' }, gridcolor: colors.grid, zeroline: false, dtick: niceStep(grid ? grid.blockEnd - grid.blockStart : 8) },
       yaxis: { title: { text: 'row' }, autorange: 'reversed' as const, gridcolor: colors.grid, zeroline: false, dtick: niceStep(grid ? grid.rowEnd - grid.rowStart : 8) },
-      uirevision: `${model}|${tensor}`,
+      // A new revision drops the user's zoomed axis ranges (Reset zoom, a new selection, a
+      // rewritten profile), so the axes show the window the data now covers.
+      uirevision: `${model}|${tensor}|${viewRev}`,
       dragmode: 'zoom' as const,
     }),
-    [colors.bg, colors.fg, colors.grid, model, tensor, grid?.blockStart, grid?.blockEnd, grid?.rowStart, grid?.rowEnd],
+    [colors.bg, colors.fg, colors.grid, model, tensor, viewRev, grid?.blockStart, grid?.blockEnd, grid?.rowStart, grid?.rowEnd],
   );
 
   const onHover = (e: PlotMouseEvent) => {
@@ -179,7 +182,7 @@ export function Heatmap() {
             )}
             {cell.exact && hover && hover.row === cell.rowStart && hover.block === cell.blockStart && (
               <div className="exact" data-testid="heatmap-hover-exact">
-                cols {hover.colStart}–{hover.colEnd - 1} · s = {exact(hover.scale)} · MSE {exact(hover.mseBefore)} → {exact(hover.mseAfter)} · outliers {exact(hover.outliers)}
+                cols {hover.colStart}–{hover.colEnd - 1} · s = {exact(hover.scale)} · MSE {exactSci(hover.mseBefore)} → {exactSci(hover.mseAfter)} · outliers {exact(hover.outliers)}
               </div>
             )}
           </div>

@@ -2,7 +2,7 @@
 // beyond the line is clipped.
 import { useMemo } from 'react';
 import { useW } from '../context';
-import { eng } from '../format';
+import { count } from '../format';
 import { Plot } from '../Plot';
 import { plotColors, useResolvedTheme } from '../theme';
 
@@ -40,7 +40,7 @@ export function Histogram() {
         <>
           <Plot data={data} layout={layout} config={HIST_CONFIG} className="plot-small" testId="xs-histogram" />
           <p className="muted">
-            {h.clipped} of {eng(h.total)} weights above {h.formatMax} (clipped)
+            {count(h.clipped)} of {count(h.total)} weights above {h.formatMax} (clipped)
           </p>
         </>
       ) : (

@@ -2,12 +2,7 @@
 // pass/fail mark against the thresholds.
 import type { ModelSummary } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
-import { eng, exact, modeShort } from '../format';
-
-function stateLabel(m: ModelSummary): string {
-  if (m.state === 'valid' && m.draft) return 'draft';
-  return m.state;
-}
+import { eng, exact, modeShort, stateBadge } from '../format';
 
 function passMark(m: ModelSummary): { text: string; title: string; cls: string } {
   if (m.passed === null) return { text: '·', title: 'not judged yet (no validation result and no MSE threshold)', cls: 'pass-none' };
@@ -42,6 +37,7 @@ export function ModelList() {
       <ul className="model-list" role="listbox" aria-label="models">
         {ws.models.map((m) => {
           const mark = passMark(m);
+          const badge = stateBadge(m);
           return (
             <li
               key={m.id}
@@ -58,7 +54,7 @@ export function ModelList() {
               <span className={`mode mode-${m.mode}`} data-testid="model-mode" data-mode={m.mode} title={`calibration mode: ${m.mode}`}>
                 {modeShort(m.mode)}
               </span>
-              <span className={`state state-${stateLabel(m)}`}>{stateLabel(m)}</span>
+              <span className={`state ${badge.cls}`} title={m.review ? `${m.review.decision} by ${m.review.reviewer}` : undefined}>{badge.text}</span>
               <span className="num mse" title={exact(m.overallMse)}>{eng(m.overallMse)}</span>
               <span className="num corr" title={exact(m.meanCorrelation)}>{m.meanCorrelation === null ? '—' : m.meanCorrelation.toFixed(4)}</span>
               <span className={`mark ${mark.cls}`} title={mark.title}>{mark.text}</span>

@@ -6,6 +6,7 @@ import { useActions, useW } from '../context';
 import { Plot } from '../Plot';
 import { visibleTensors } from '../store';
 import { plotColors, useResolvedTheme } from '../theme';
+import { mseAxisTicks } from './heatmap_data';
 
 export function MseChart() {
   const profile = useW((s) => s.profile);
@@ -23,6 +24,7 @@ export function MseChart() {
       { type: 'bar' as const, name: 'MSE after', x: names, y: rows.map((t) => t.mse_after), marker: { color: colors.after, line: { width: line, color: colors.fg } } },
     ];
   }, [rows, selected, colors]);
+  const ticks = useMemo(() => mseAxisTicks(rows.flatMap((t) => [t.mse_before, t.mse_after])), [rows]);
   const layout = useMemo(
     () => ({
       barmode: 'group' as const,
@@ -31,10 +33,10 @@ export function MseChart() {
       plot_bgcolor: colors.bg,
       font: { color: colors.fg, size: 11 },
       legend: { orientation: 'h' as const, y: 1.08 },
-      xaxis: { showticklabels: false, title: { text: `${rows.length} tensors (table order)` } },
-      yaxis: { type: 'log' as const, title: { text: 'MSE' }, gridcolor: colors.grid, exponentformat: 'e' as const },
+      xaxis: { showticklabels: false, title: { text: `${rows.length} tensor${rows.length === 1 ? "" : "s"} (table order)` } },
+      yaxis: { type: 'log' as const, title: { text: 'MSE' }, gridcolor: colors.grid, exponentformat: 'e' as const, ...(ticks ? { tickmode: 'array' as const, ...ticks } : {}) },
     }),
-    [colors, rows.length],
+    [colors, rows.length, ticks],
   );
   if (!profile || rows.length === 0) return <p className="muted">No calibrated tensors.</p>;
   const onClick = (e: PlotMouseEvent) => {

@@ -3,7 +3,7 @@
 // A tensor calibrated in a weighted mode also shows the searched objective and its weighting.
 import { useW } from '../context';
 import type { WeightingKind } from '../../../src/service/protocol';
-import { eng, exact, ratio, shape } from '../format';
+import { count, eng, exact, ratio, shape } from '../format';
 
 const WEIGHTING: Record<WeightingKind, string> = {
   none: 'none: plain squared error (no input statistics)',
@@ -20,6 +20,21 @@ function Num({ id, value, text }: { id?: string; value: number | null; text?: st
   );
 }
 
+/** A dotted tensor name that wraps after its dots rather than inside a word. */
+function breakAtDots(name: string) {
+  const parts = name.split('.');
+  return parts.map((p, i) => (
+    <span key={i}>
+      {p}
+      {i < parts.length - 1 && (
+        <>
+          .<wbr />
+        </>
+      )}
+    </span>
+  ));
+}
+
 export function TensorDetails() {
   const profile = useW((s) => s.profile);
   const name = useW((s) => s.selectedTensor);
@@ -27,7 +42,7 @@ export function TensorDetails() {
   if (!t) return <section className="panel details"><p className="muted">No tensor selected (↑/↓ move, Enter opens, Esc closes).</p></section>;
   return (
     <section className="panel details" aria-label="tensor details">
-      <h3 className="tensor-title" title={t.tensor_name}>{t.tensor_name}</h3>
+      <h3 className="tensor-title" title={t.tensor_name}>{breakAtDots(t.tensor_name)}</h3>
       <dl className="facts">
         <dt>shape</dt>
         <dd>
@@ -69,7 +84,7 @@ export function TensorDetails() {
         </dd>
         <dt>outliers</dt>
         <dd>
-          <Num id="outlier-count" value={t.outlier_count} text={String(t.outlier_count)} /> <span className="muted">of {eng(t.numel)} clipped</span>
+          <Num id="outlier-count" value={t.outlier_count} text={String(t.outlier_count)} /> <span className="muted">of {count(t.numel)} clipped</span>
         </dd>
         <dt>bits/weight</dt>
         <dd>

@@ -32,13 +32,58 @@ function colorscale(metric: GridMetric): [number, string][] | string {
   return 'Viridis';
 }
 
-function logTicks(lo: number, hi: number, base: 10 | 2): { tickvals: number[]; ticktext: string[] } {
-  const a = Math.floor(lo);
-  const b = Math.ceil(hi);
-  const step = Math.max(1, Math.ceil((b - a) / 6));
+/** A 1, 2, 5 × 10^k step giving about `n` ticks over `span`. */
+function niceStep(span: number, n: number): number {
+  const raw = span / n;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const m = raw / p;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+}
+
+/**
+ * Colour-bar ticks for a log colour scale over [lo, hi] (in log units of `base`), labelled with
+ * the values themselves. Where two or more powers of the base fall inside, the ticks are powers;
+ * otherwise they are evenly spaced values, so a narrow range still carries a few readable labels.
+ */
+export function logTicks(lo: number, hi: number, base: 10 | 2): { tickvals: number[]; ticktext: string[] } {
+  const label = (v: number) => (base === 2 ? `${Number(v.toPrecision(3))}×` : eng(v, true));
+  const log = (v: number) => (base === 2 ? Math.log2(v) : Math.log10(v));
+  if (!(hi > lo)) return { tickvals: [lo], ticktext: [label(base ** lo)] };
+  const a = Math.ceil(lo - 1e-9);
+  const b = Math.floor(hi + 1e-9);
+  if (b - a >= 1) {
+    const step = Math.max(1, Math.ceil((b - a) / 6));
+    const tickvals: number[] = [];
+    for (let k = a; k <= b; k += step) tickvals.push(k);
+    return { tickvals, ticktext: tickvals.map((k) => label(base ** k)) };
+  }
+  const v0 = base ** lo;
+  const v1 = base ** hi;
+  const step = niceStep(v1 - v0, 6);
   const tickvals: number[] = [];
-  for (let k = a; k <= b; k += step) tickvals.push(k);
-  return { tickvals, ticktext: tickvals.map((k) => (base === 2 ? `${eng(2 ** k)}×` : eng(10 ** k))) };
+  const ticktext: string[] = [];
+  for (let i = Math.ceil(v0 / step - 1e-9); i * step <= v1 * (1 + 1e-12); i++) {
+    const v = Number((i * step).toPrecision(12));
+    if (v <= 0) continue;
+    tickvals.push(log(v));
+    ticktext.push(label(v));
+  }
+  return { tickvals, ticktext };
+}
+
+/** Log-axis ticks in engineering notation over the positive values, for a plot's log axis (plotly's
+ *  own log ticks label the minor ones with a bare digit: "4" for 4e-5). */
+export function mseAxisTicks(values: readonly number[]): { tickvals: number[]; ticktext: string[] } | null {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (!(v > 0) || !Number.isFinite(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo === Infinity) return null;
+  const t = logTicks(Math.log10(lo), Math.log10(hi), 10);
+  return { tickvals: t.tickvals.map((k) => 10 ** k), ticktext: t.ticktext };
 }
 
 /** The q-quantile of |v| over the non-null values. */
