@@ -523,8 +523,14 @@ CALIB_HD Result search_mx(const GridTable& grid, const X& x, const float* w, con
 
 // ---- One block of a job (tensor_kernels.inc: run_range's loop body) ----
 
+// A job's weighting: 0 none, 1 column weights, 2 column weights and means.
+CALIB_HD int job_weighting(const Job& job) { return job.col_weights == nullptr ? 0 : job.col_means == nullptr ? 1 : 2; }
+
+// One instantiation per variant of the search (sweep state size N, scale encoding kEnc, weighting
+// kW), so that each holds only the code its jobs run: on the GPU the registers a thread needs, and
+// so how many threads fit on a multiprocessor, are those of its own search, not of the largest.
 // hp: the heap's storage for blocks over 16 elements (unused for blocks of up to 16).
-template <class F, int N>
+template <class F, int N, int kEnc, int kW>
 CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b, const HeapPending& hp) {
   const int64_t row = b / job.blocks_per_row, col0 = (b % job.blocks_per_row) * job.block_size;
   const int n = int(pmin<int64_t>(job.block_size, job.cols - col0));
@@ -533,12 +539,12 @@ CALIB_HD BlockOut calibrate_block(const Tables& tb, const Job& job, int64_t b, c
   if (job.allow_nonfinite) {
     for (int i = 0; i < n; ++i) counted -= pfinite(x.raw(i)) ? 0u : 1u;
   }
-  const float* w = job.col_weights ? job.col_weights + col0 : nullptr;
-  const float* mu = w && job.col_means ? job.col_means + col0 : nullptr;
+  const float* w = kW > 0 ? job.col_weights + col0 : nullptr;
+  const float* mu = kW == 2 ? job.col_means + col0 : nullptr;
   const GridTable& g = tb.grid[int(F::kId)];
   Result r;
-  if (job.enc == int(ScaleEnc::E4M3G)) r = search_nvfp4<F>(tb, x, w, mu, n, job.global_decode, job.search);
-  else if (job.enc == int(ScaleEnc::UE8M0)) r = search_mx<F>(g, x, w, mu, n, job.search);
+  if constexpr (kEnc == int(ScaleEnc::E4M3G)) r = search_nvfp4<F>(tb, x, w, mu, n, job.global_decode, job.search);
+  else if constexpr (kEnc == int(ScaleEnc::UE8M0)) r = search_mx<F>(g, x, w, mu, n, job.search);
   else r = search_fp32<F, N>(g, x, w, mu, n, job.search, hp);
   return {r.scale, r.code, r.err_before, r.err_after, r.obj_before, r.obj_after, r.outliers, counted};
 }
@@ -552,6 +558,31 @@ CALIB_HD float block_mse(double err, uint32_t counted) { return float(err / (cou
 constexpr int kMaxDeviceBlock = 256;
 CALIB_HD int size_class(int block_size) {
   return block_size <= 16 ? 16 : block_size <= 32 ? 32 : block_size <= 64 ? 64 : block_size <= 128 ? 128 : block_size <= 256 ? 256 : 4096;
+}
+
+// Host side: calls fn.run<N, kEnc, kW>() for a job's variant. The encoded searches keep no
+// per-element state and run as N = 16; FP32 scales take the size class (16 … kMaxDeviceBlock; a
+// host caller with larger blocks picks N = 4096 itself).
+template <int N, int kEnc, class Fn>
+auto with_weighting(int weighting, const Fn& fn) {
+  if (weighting == 0) return fn.template run<N, kEnc, 0>();
+  if (weighting == 1) return fn.template run<N, kEnc, 1>();
+  return fn.template run<N, kEnc, 2>();
+}
+
+template <class Fn>
+auto with_variant(int size_class, const Job& job, const Fn& fn) {
+  constexpr int kFp32 = int(ScaleEnc::FP32), kE4M3G = int(ScaleEnc::E4M3G), kUE8M0 = int(ScaleEnc::UE8M0);
+  const int wt = job_weighting(job);
+  if (job.enc == kE4M3G) return with_weighting<16, kE4M3G>(wt, fn);
+  if (job.enc == kUE8M0) return with_weighting<16, kUE8M0>(wt, fn);
+  switch (size_class) {
+    case 16: return with_weighting<16, kFp32>(wt, fn);
+    case 32: return with_weighting<32, kFp32>(wt, fn);
+    case 64: return with_weighting<64, kFp32>(wt, fn);
+    case 128: return with_weighting<128, kFp32>(wt, fn);
+    default: return with_weighting<kMaxDeviceBlock, kFp32>(wt, fn);
+  }
 }
 
 }  // namespace port

@@ -10,7 +10,7 @@ namespace calib {
 
 namespace {
 
-template <class F, int N>
+template <class F, int N, int kEnc, int kW>
 RangeSums run_range(const port::Job& job, const CalibParams& p, CalibOutput& out, int64_t b0, int64_t b1) {
   const port::Tables& tb = port::host_tables();
   const bool encoded = scheme_info(p.scheme).enc != ScaleEnc::FP32;
@@ -21,7 +21,7 @@ RangeSums run_range(const port::Job& job, const CalibParams& p, CalibOutput& out
   int16_t k[kHeap], k_end[kHeap], heap[kHeap];
   const port::HeapPending hp{t, k, k_end, heap, 1, 0};
   for (int64_t b = b0; b < b1; ++b) {
-    const port::BlockOut r = port::calibrate_block<F, N>(tb, job, b, hp);
+    const port::BlockOut r = port::calibrate_block<F, N, kEnc, kW>(tb, job, b, hp);
     out.scales[size_t(b)] = r.scale;
     if (encoded) out.codes[size_t(b)] = r.code;
     if (p.diagnostics) {
@@ -39,16 +39,28 @@ RangeSums run_range(const port::Job& job, const CalibParams& p, CalibOutput& out
   return s;
 }
 
+// The blocks [b0, b1) of a job, through the GPU kernel's variant for it (host-only sizes above
+// the GPU's limit get their own).
 template <class F>
-RangeSums run_sized(const port::Job& job, const CalibParams& p, CalibOutput& out, int64_t b0, int64_t b1) {
-  switch (port::size_class(p.block_size)) {
-    case 16: return run_range<F, 16>(job, p, out, b0, b1);
-    case 32: return run_range<F, 32>(job, p, out, b0, b1);
-    case 64: return run_range<F, 64>(job, p, out, b0, b1);
-    case 128: return run_range<F, 128>(job, p, out, b0, b1);
-    case 256: return run_range<F, 256>(job, p, out, b0, b1);
-    default: return run_range<F, 4096>(job, p, out, b0, b1);
+struct RangeRunner {
+  const port::Job& job;
+  const CalibParams& p;
+  CalibOutput& out;
+  int64_t b0, b1;
+  template <int N, int kEnc, int kW>
+  RangeSums run() const {
+    return run_range<F, N, kEnc, kW>(job, p, out, b0, b1);
   }
+};
+
+template <class F>
+RangeSums run_variant(const port::Job& job, const CalibParams& p, CalibOutput& out, int64_t b0, int64_t b1) {
+  const RangeRunner<F> runner{job, p, out, b0, b1};
+  const int sc = port::size_class(p.block_size);
+  if (job.enc == int(ScaleEnc::FP32) && sc > port::kMaxDeviceBlock) {
+    return port::with_weighting<4096, int(ScaleEnc::FP32)>(port::job_weighting(job), runner);
+  }
+  return port::with_variant(sc, job, runner);
 }
 
 }  // namespace
@@ -83,9 +95,9 @@ CalibOutput calibrate_tensor_emulated(const TensorView& v, const CalibParams& p)
   parallel_chunks(chunks, thread_count(p.threads, chunks), p, [&](int64_t c) {
     const int64_t b0 = c * kChunkBlocks, b1 = std::min(out.blocks, b0 + kChunkBlocks);
     switch (elem) {
-      case Elem::E2M1: sums[size_t(c)] = run_sized<E2M1>(job, p, out, b0, b1); break;
-      case Elem::E4M3: sums[size_t(c)] = run_sized<E4M3>(job, p, out, b0, b1); break;
-      default: sums[size_t(c)] = run_sized<E5M2>(job, p, out, b0, b1); break;
+      case Elem::E2M1: sums[size_t(c)] = run_variant<E2M1>(job, p, out, b0, b1); break;
+      case Elem::E4M3: sums[size_t(c)] = run_variant<E4M3>(job, p, out, b0, b1); break;
+      default: sums[size_t(c)] = run_variant<E5M2>(job, p, out, b0, b1); break;
     }
     report_blocks(p, b1 - b0);
   });

@@ -17,7 +17,7 @@ constexpr int heap_threads(int N) {
 }
 constexpr int threads_for(int N) { return N <= 16 ? 128 : heap_threads(N); }
 
-template <class F, int N>
+template <class F, int N, int kEnc, int kW>
 __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables, port::Job job, BlockArrays o, bool diagnostics) {
   extern __shared__ double heap_smem[];
   port::HeapPending hp{nullptr, nullptr, nullptr, nullptr, 1, 0};
@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables,
   }
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < job.blocks; b += stride) {
-    const port::BlockOut r = port::calibrate_block<F, N>(*tables, job, b, hp);
+    const port::BlockOut r = port::calibrate_block<F, N, kEnc, kW>(*tables, job, b, hp);
     o.scales[b] = r.scale;
     if (o.codes) o.codes[b] = r.code;
     if (diagnostics) {
@@ -47,29 +47,37 @@ __global__ void __launch_bounds__(128) search_kernel(const port::Tables* tables,
   }
 }
 
-template <class F, int N>
+template <class F, int N, int kEnc, int kW>
 void launch(const port::Tables* tables, int sms, cudaStream_t s, const port::Job& job, const BlockArrays& o, bool diag) {
   constexpr int T = threads_for(N);
   const int smem = N > 16 ? kHeapBytesPerElement * N * T : 0;
   // Above the default 48 KiB a kernel must opt in, once per instantiation (a thread-safe static).
   static const bool opted_in = smem <= 48 * 1024 ||
-                               (cudaFuncSetAttribute(search_kernel<F, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), true);
+                               (cudaFuncSetAttribute(search_kernel<F, N, kEnc, kW>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), true);
   (void)opted_in;
   const int64_t want = (job.blocks + T - 1) / T;
   const int grid = int(want < int64_t(sms) * 64 ? want : int64_t(sms) * 64);
-  search_kernel<F, N><<<grid, T, smem, s>>>(tables, job, o, diag);
+  search_kernel<F, N, kEnc, kW><<<grid, T, smem, s>>>(tables, job, o, diag);
 }
+
+template <class F>
+struct Launcher {
+  const port::Tables* tables;
+  int sms;
+  cudaStream_t stream;
+  const port::Job& job;
+  const BlockArrays& o;
+  bool diag;
+  template <int N, int kEnc, int kW>
+  void run() const {
+    launch<F, N, kEnc, kW>(tables, sms, stream, job, o, diag);
+  }
+};
 
 template <class F>
 void launch_search(const port::Tables* tables, int size_class, int sms, cudaStream_t s, const port::Job& job, const BlockArrays& o,
                    bool diag) {
-  switch (size_class) {
-    case 16: launch<F, 16>(tables, sms, s, job, o, diag); break;
-    case 32: launch<F, 32>(tables, sms, s, job, o, diag); break;
-    case 64: launch<F, 64>(tables, sms, s, job, o, diag); break;
-    case 128: launch<F, 128>(tables, sms, s, job, o, diag); break;
-    default: launch<F, 256>(tables, sms, s, job, o, diag); break;
-  }
+  port::with_variant(size_class, job, Launcher<F>{tables, sms, s, job, o, diag});
 }
 
 }  // namespace cuda

@@ -26,9 +26,9 @@ struct BlockArrays {
   uint32_t* counted;
 };
 
-// Launches the search for element format F on `stream` (a grid sized for `sms` multiprocessors);
-// size_class is port::size_class(block size) for FP32 scales (the sweep's state size) and 16 for
-// encoded scales.
+// Launches the search for element format F on `stream` (a grid sized for `sms` multiprocessors),
+// through the kernel instantiated for the job's variant (port::with_variant): size_class is
+// port::size_class(block size) for FP32 scales (the sweep's state size), ignored for encoded ones.
 template <class F>
 void launch_search(const port::Tables* tables, int size_class, int sms, cudaStream_t stream, const port::Job& job,
                    const BlockArrays& out, bool diagnostics);
