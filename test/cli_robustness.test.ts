@@ -234,3 +234,215 @@ describe('profiles in odd places', () => {
     assert.equal(oneJsonLine(cli(['status', d, '--profile', out, '--json'])).state, 'valid');
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+
+/** Every entry below `dir` (and `dir` itself) with its size and mtime: any write shows up (a folder's mtime changes when an entry is added or removed). */
+function stamps(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    const st = fs.statSync(d, { bigint: true });
+    out.push(`${path.relative(dir, d) || '.'} ${st.size} ${st.mtimeNs}`);
+    if (st.isDirectory()) for (const name of fs.readdirSync(d).sort()) walk(path.join(d, name));
+  };
+  walk(dir);
+  return out;
+}
+
+/** Copies the reference model to `dir`, so that a test may change its bytes. */
+function copyModel(dir: string): string {
+  fs.cpSync(MODEL, dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * How to run the CLI unable to write into a cache. Root ignores permission bits, so as root the
+ * child runs as user nobody (setpriv) against root's 0755 folders — another user's files, as a
+ * CI job gets them; otherwise the cache's write bits are removed. `skip` says why neither works.
+ */
+function readOnlyRunner(): { skip: string | false; run(args: string[], cache: string): SpawnSyncReturns<string> } {
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const opts = { cwd: ROOT, encoding: 'utf8' as const, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, timeout: 60_000 };
+  if (!asRoot) {
+    const setWritable = (cache: string, on: boolean) => {
+      const walk = (d: string) => {
+        const st = fs.statSync(d);
+        if (st.isDirectory()) for (const n of fs.readdirSync(d)) walk(path.join(d, n));
+        fs.chmodSync(d, on ? st.mode | 0o200 : st.mode & ~0o222);
+      };
+      walk(cache);
+    };
+    return {
+      skip: process.platform === 'win32' ? 'Windows has no write bits to remove' : false,
+      run(args, cache) {
+        setWritable(cache, false);
+        try {
+          return spawnSync(process.execPath, [BIN, ...args], opts);
+        } finally {
+          setWritable(cache, true);
+        }
+      },
+    };
+  }
+  const nobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--'];
+  const which = spawnSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' });
+  if (which.status !== 0) return { skip: 'running as root and setpriv is not installed, so no user to run the CLI as cannot write', run: () => assert.fail() };
+  // The scratch space is private to root (mkdtemp: 0700); nobody needs to read the cache in it.
+  fs.chmodSync(scratch, 0o755);
+  const probe = spawnSync('setpriv', [...nobody, process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(BIN)})`], { encoding: 'utf8' });
+  if (probe.status !== 0) return { skip: `user nobody cannot run the CLI here: ${(probe.stderr || probe.error?.message || '').trim().slice(0, 200)}`, run: () => assert.fail() };
+  return { skip: false, run: (args) => spawnSync('setpriv', [...nobody, process.execPath, BIN, ...args], opts) };
+}
+
+describe('a read-only cache', () => {
+  const ro = readOnlyRunner();
+  if (ro.skip) console.log(`# read-only cache tests skipped: ${ro.skip}`);
+
+  /** A model calibrated into a fresh cache (writable), and a pipeline.json naming it by its folder name. */
+  function calibratedCache(label: string): { cache: string; model: string; manifest: string } {
+    const d = tmpDir(label);
+    const model = copyModel(path.join(d, 'ro-model'));
+    const manifest = path.join(d, 'pipeline.json');
+    fs.writeFileSync(manifest, JSON.stringify({ models: [{ id: 'ro-model', path: 'ro-model' }] }));
+    const cache = path.join(d, 'cache');
+    const r = cli(['calibrate', model, '--format', 'fp4', '--cache', cache, '--json']);
+    assert.equal(r.status, 0, describeRun(r));
+    assert.equal(oneJsonLine(r).cached, false);
+    return { cache, model, manifest };
+  }
+
+  test('a valid profile is reused by calibrate, calibrate --pipeline and validate, and nothing in the cache changes', { skip: ro.skip }, () => {
+    const { cache, model, manifest } = calibratedCache('ro-valid');
+    const before = stamps(cache);
+
+    const one = ro.run(['calibrate', model, '--format', 'fp4', '--cache', cache, '--json'], cache);
+    assert.equal(one.status, 0, describeRun(one));
+    const j = oneJsonLine(one);
+    assert.equal(j.cached, true);
+    assert.equal(j.profile.format, 'fp4');
+
+    const human = ro.run(['calibrate', model, '--format', 'fp4', '--cache', cache], cache);
+    assert.equal(human.status, 0, describeRun(human));
+    assert.match(human.stdout, /— cached \(valid: /);
+    assert.match(human.stderr, /read-only/);
+
+    const pipe = ro.run(['calibrate', '--pipeline', manifest, '--format', 'fp4', '--cache', cache, '--json'], cache);
+    assert.equal(pipe.status, 0, describeRun(pipe));
+    const p = oneJsonLine(pipe).profiles;
+    assert.equal(p.length, 1);
+    assert.equal(p[0].cached, true);
+    assert.equal(p[0].profile_path, j.profile_path);
+
+    const val = ro.run(['validate', model, '--format', 'fp4', '--cache', cache, '--json'], cache);
+    assert.equal(val.status, 0, describeRun(val));
+    const v = oneJsonLine(val);
+    assert.equal(v.calibrated, false);
+    assert.equal(v.stored, false);
+    assert.match(v.store_note, /read-only/);
+
+    assert.deepEqual(stamps(cache), before, 'no lock, probe, hash-cache entry or any other write');
+    assert.equal(oneJsonLine(cli(['status', model, '--format', 'fp4', '--cache', cache, '--json'])).state, 'valid');
+  });
+
+  test('a profile that would have to be written (stale, missing, --force) is E_IO saying read-only, state and reason', { skip: ro.skip }, () => {
+    const { cache, model, manifest } = calibratedCache('ro-stale');
+    // Any changed byte of config.json makes the profile stale.
+    fs.appendFileSync(path.join(model, 'config.json'), '\n');
+    assert.equal(oneJsonLine(cli(['status', model, '--format', 'fp4', '--cache', cache, '--json'])).state, 'stale');
+    const before = stamps(cache);
+
+    let e = expectError(ro.run(['calibrate', model, '--format', 'fp4', '--cache', cache, '--json'], cache), 'E_IO', 1, ['read-only', 'recalibration', 'stale', 'checkpoint changed']);
+    assert.equal(e.details.state, 'stale');
+    e = expectError(ro.run(['calibrate', '--pipeline', manifest, '--format', 'fp4', '--cache', cache, '--json'], cache), 'E_IO', 1, ['ro-model', 'read-only', 'stale']);
+    assert.equal(e.details.failed.length, 1);
+    expectError(ro.run(['validate', model, '--format', 'fp4', '--cache', cache, '--json'], cache), 'E_IO', 1, ['read-only', 'stale']);
+    e = expectError(ro.run(['calibrate', model, '--format', 'nvfp4', '--cache', cache, '--json'], cache), 'E_IO', 1, ['read-only', 'needs calibration', 'missing']);
+    assert.equal(e.details.state, 'missing');
+
+    assert.deepEqual(stamps(cache), before, 'nothing written');
+  });
+
+  test('--force on a read-only cache is E_IO even for a valid profile', { skip: ro.skip }, () => {
+    const { cache, model } = calibratedCache('ro-force');
+    const before = stamps(cache);
+    const e = expectError(ro.run(['calibrate', model, '--format', 'fp4', '--force', '--cache', cache, '--json'], cache), 'E_IO', 1, ['read-only', '--force', 'valid']);
+    assert.equal(e.details.force, true);
+    assert.deepEqual(stamps(cache), before);
+  });
+});
+
+describe('demo --out into an existing folder', () => {
+  const demo = (out: string) => cli(['demo', '--size', 'tiny', '--out', out, '--json']);
+
+  test('a folder with other content is refused and left as it was', () => {
+    const d = tmpDir('demo-foreign');
+    fs.writeFileSync(path.join(d, 'notes.txt'), 'mine');
+    fs.mkdirSync(path.join(d, 'data'));
+    const before = stamps(d);
+    const e = expectError(demo(d), 'E_BAD_ARGUMENT', 2, [d, 'not empty', 'empty or new folder']);
+    assert.match(e.message, /notes\.txt/);
+    assert.deepEqual(stamps(d), before);
+  });
+
+  test("someone else's pipeline.json is never overwritten", () => {
+    const d = tmpDir('demo-manifest');
+    fs.writeFileSync(path.join(d, 'pipeline.json'), '{"models": []}');
+    expectError(demo(d), 'E_BAD_ARGUMENT', 2, ['pipeline.json']);
+    assert.deepEqual(fs.readdirSync(d), ['pipeline.json']);
+    assert.equal(fs.readFileSync(path.join(d, 'pipeline.json'), 'utf8'), '{"models": []}');
+  });
+
+  test('a pipeline.json that appears while the demo is written is not overwritten either', async () => {
+    const { writeDemoPipeline } = await import('../src/demo/index.js');
+    const d = tmpDir('demo-race');
+    const manifest = path.join(d, 'pipeline.json');
+    await assert.rejects(
+      writeDemoPipeline({
+        size: 'tiny',
+        outDir: d,
+        onProgress: (p) => {
+          if (p.modelIndex === p.models - 1 && !fs.existsSync(manifest)) fs.writeFileSync(manifest, '{"models": []}');
+        },
+      }),
+      (e: { code?: string; message?: string }) => e.code === 'E_BAD_ARGUMENT' && Boolean(e.message?.includes('pipeline.json')),
+    );
+    assert.equal(fs.readFileSync(manifest, 'utf8'), '{"models": []}');
+    assert.ok(fs.readdirSync(d).every((n) => !n.startsWith('.')), 'no temporary file left');
+  });
+
+  test('an empty folder, a new one, and an earlier demo (with a note beside it) are written', () => {
+    const empty = tmpDir('demo-empty');
+    const r = demo(empty);
+    assert.equal(r.status, 0, describeRun(r));
+    fs.writeFileSync(path.join(empty, 'notes.txt'), 'kept');
+    const again = demo(empty);
+    assert.equal(again.status, 0, describeRun(again));
+    assert.equal(oneJsonLine(again).pipeline_path, path.join(empty, 'pipeline.json'));
+    assert.equal(fs.readFileSync(path.join(empty, 'notes.txt'), 'utf8'), 'kept');
+    const fresh = path.join(tmpDir('demo-new'), 'a', 'b');
+    const n = demo(fresh);
+    assert.equal(n.status, 0, describeRun(n));
+  });
+});
+
+describe('--cache naming a file', () => {
+  test('every command that opens the cache says the path is a file, and leaves it alone', () => {
+    const d = tmpDir('cache-file');
+    const file = path.join(d, 'cache');
+    fs.writeFileSync(file, 'not a cache');
+    const manifest = path.join(d, 'pipeline.json');
+    fs.writeFileSync(manifest, JSON.stringify({ models: [{ id: 'm', path: MODEL }] }));
+    for (const args of [
+      ['calibrate', MODEL, '--format', 'fp4'],
+      ['calibrate', '--pipeline', manifest, '--format', 'fp4'],
+      ['validate', MODEL, '--format', 'fp4'],
+      ['status', MODEL, '--format', 'fp4'],
+    ]) {
+      const e = expectError(cli([...args, '--cache', file, '--json']), 'E_IO', 1, [file, 'is a file, not a folder']);
+      assert.doesNotMatch(e.message, /ENOTDIR/, args.join(' '));
+    }
+    expectError(cli(['calibrate', MODEL, '--format', 'fp4', '--cache', path.join(file, 'sub'), '--json']), 'E_IO', 1, [file, 'is a file, not a folder']);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'not a cache');
+    assert.deepEqual(fs.readdirSync(d).sort(), ['cache', 'pipeline.json']);
+  });
+});

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsStreamWriter } from '../checkpoints/safetensors_writer.js';
 import { native, type NativeTrainedLikeOptions } from '../native/index.js';
-import { fsyncDir, pidAlive, writeFileAtomic } from '../util/atomic.js';
+import { fsyncDir, pidAlive, tempPathFor, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { bertConfigJson, bertTensors, countParameters, demoModels, type DemoModelSpec, type DemoSize, type TensorShape } from './models.js';
@@ -291,21 +291,81 @@ async function checkTargets(outDir: string, specs: DemoModelSpec[], pipelinePath
     }
   }
   const st = await fs.promises.lstat(pipelinePath).catch(() => null);
-  if (st) {
-    let generator: unknown;
-    try {
-      generator = (JSON.parse(await fs.promises.readFile(pipelinePath, 'utf8')) as { generator?: unknown }).generator;
-    } catch {
-      generator = undefined;
-    }
-    if (!st.isFile() || generator !== DEMO_GENERATOR) {
-      throw new CalibscopeError(
-        'E_BAD_ARGUMENT',
-        `${pipelinePath}: already exists and was not written by calibscope demo; refusing to overwrite it — choose another output folder`,
-        { path: pipelinePath },
-      );
-    }
+  if (st && !(await isDemoManifest(pipelinePath))) throw foreignManifest(pipelinePath);
+}
+
+/** True when `file` is a pipeline.json that `calibscope demo` wrote. */
+async function isDemoManifest(file: string): Promise<boolean> {
+  try {
+    if (!(await fs.promises.lstat(file)).isFile()) return false;
+    return (JSON.parse(await fs.promises.readFile(file, 'utf8')) as { generator?: unknown }).generator === DEMO_GENERATOR;
+  } catch {
+    return false;
   }
+}
+
+function foreignManifest(pipelinePath: string): CalibscopeError {
+  return new CalibscopeError(
+    'E_BAD_ARGUMENT',
+    `${pipelinePath}: already exists and was not written by calibscope demo; refusing to overwrite it — choose another output folder`,
+    { path: pipelinePath },
+  );
+}
+
+/**
+ * Refuses a folder that is not empty and holds no earlier demo: its contents are someone's, and a
+ * demo mixed into them would be hard to tell apart or remove. An earlier demo is recognised by
+ * its pipeline.json or a model folder with the marker (a cancelled run writes no pipeline.json);
+ * temporary folders of demo runs that died do not count as content.
+ */
+async function checkOutDirIsOurs(outDir: string, pipelinePath: string): Promise<void> {
+  const ids = new Set([...demoModels('tiny'), ...demoModels('full')].map((s) => s.id));
+  const entries = await fs.promises.readdir(outDir, { withFileTypes: true });
+  const others = entries.filter((e) => {
+    const m = SIDE_RE.exec(e.name);
+    return !(m && e.isDirectory() && ids.has(m[1]!));
+  });
+  if (others.length === 0) return;
+  if (await isDemoManifest(pipelinePath)) return;
+  for (const e of others) if (e.isDirectory() && ids.has(e.name) && (await isDemoFolder(path.join(outDir, e.name)))) return;
+  const names = others.map((e) => e.name).sort();
+  throw new CalibscopeError(
+    'E_BAD_ARGUMENT',
+    `${outDir}: the output folder is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? `, … ${names.length} entries` : ''}) ` +
+      'and holds no demo written by calibscope demo; refusing to write into it — choose an empty or new folder',
+    { path: outDir, entries: names.slice(0, 20) },
+  );
+}
+
+/**
+ * Writes pipeline.json without ever replacing one that calibscope demo did not write, even one
+ * that appeared while the models were generated: link() does not overwrite, and an existing file
+ * is replaced only after it is checked to be a demo manifest.
+ */
+async function publishManifest(pipelinePath: string, text: string): Promise<void> {
+  const tmp = tempPathFor(pipelinePath);
+  try {
+    const h = await fs.promises.open(tmp, 'wx');
+    try {
+      await h.writeFile(text, 'utf8');
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    try {
+      await fs.promises.link(tmp, pipelinePath);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // EEXIST: replace only our own; other codes: a filesystem without hard links.
+      if (code !== 'EEXIST' && code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+      const exists = await fs.promises.lstat(pipelinePath).then(() => true, () => false);
+      if (exists && !(await isDemoManifest(pipelinePath))) throw foreignManifest(pipelinePath);
+      await fs.promises.rename(tmp, pipelinePath);
+    }
+  } finally {
+    await unlinkQuiet(tmp).catch(() => undefined);
+  }
+  await fsyncDir(path.dirname(pipelinePath));
 }
 
 async function prepareOutDir(outDir: string): Promise<void> {
@@ -359,8 +419,9 @@ export async function writeDemoPipeline(opts: DemoOptions): Promise<DemoReport> 
   const pipelinePath = path.join(outDir, 'pipeline.json');
 
   await prepareOutDir(outDir);
-  await removeStaleSideFolders(outDir);
   await checkTargets(outDir, specs, pipelinePath);
+  await checkOutDirIsOurs(outDir, pipelinePath);
+  await removeStaleSideFolders(outDir);
   const weightBytes = specs.map((s) => countParameters(s.shape) * 2);
   const bytesTotal = weightBytes.reduce((a, b) => a + b, 0);
   await checkFreeSpace(outDir, bytesTotal);
@@ -423,7 +484,7 @@ export async function writeDemoPipeline(opts: DemoOptions): Promise<DemoReport> 
       description: `${size} demo shaped like ${s.source} (random trained-like weights, seed ${seed})`,
     })),
   };
-  await writeFileAtomic(pipelinePath, json(manifest));
+  await publishManifest(pipelinePath, json(manifest));
 
   return {
     size,

@@ -43,6 +43,8 @@ export type PipelineEvent =
 
 export interface RunPipelineOptions {
   cacheDir: string;
+  /** The cache cannot be written (openCacheMode): valid profiles are reused, the others fail with E_IO. */
+  readOnly?: { errno: string } | null;
   force?: boolean;
   /** Threads per tensor search on the CPU backend (default: all cores). */
   threads?: number;
@@ -122,6 +124,7 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
       const m = models[i];
       const p = calibrateCached({
         cacheDir: opts.cacheDir,
+        readOnly: opts.readOnly,
         model: ckpts[i]!,
         modelId: m.entry.id,
         config: m.config,

@@ -26,13 +26,53 @@ function ioError(cacheDir: string, err: unknown): CalibscopeError {
   return new CalibscopeError('E_IO', `cache folder ${cacheDir} is not writable: ${e.message}`, { path: cacheDir, errno: e.code });
 }
 
+/** The errors that mean "this cache cannot be written" (a read-only mount, another user's files). */
+const READ_ONLY_ERRNOS = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+function readOnlyErrno(err: unknown): string | null {
+  const e = err as { code?: unknown; details?: { errno?: unknown } };
+  const code = err instanceof CalibscopeError ? e.details?.errno : e?.code;
+  return typeof code === 'string' && READ_ONLY_ERRNOS.has(code) ? code : null;
+}
+
 /**
- * Makes sure the cache folder exists and is writable (a probe file is created and removed), and
- * removes what writers that died left behind: `.name.tmp-<pid>-*` / `.name.old-<pid>-*` folders,
- * temporary files and lock files of processes that no longer exist. Returns the removed paths.
+ * A file where the cache folder, or a folder above it, should be: E_IO (like any cache that cannot
+ * be written) naming the file, rather than the bare ENOTDIR that creating the folder gives.
  */
-export async function openCache(cacheDirArg: string): Promise<string[]> {
+export async function checkNotAFile(cacheDir: string): Promise<void> {
+  for (let p = cacheDir; ; p = path.dirname(p)) {
+    const st = await fs.promises.stat(p).catch(() => null);
+    if (st) {
+      if (st.isDirectory()) return;
+      throw new CalibscopeError(
+        'E_IO',
+        p === cacheDir
+          ? `cache folder ${cacheDir}: the path is a file, not a folder, so it is not writable as a cache — give --cache a folder (it is created if needed)`
+          : `cache folder ${cacheDir}: ${p} above it is a file, not a folder, so it is not writable as a cache`,
+        { path: cacheDir, file: p, errno: 'ENOTDIR' },
+      );
+    }
+    if (path.dirname(p) === p) return;
+  }
+}
+
+export interface OpenedCache {
+  cacheDir: string;
+  /** Set when the cache cannot be written (the error code that said so): valid profiles can still be reused. */
+  readOnly: { errno: string } | null;
+  /** What writers that died left behind and was removed (nothing for a read-only cache). */
+  removed: string[];
+}
+
+/**
+ * Opens the cache folder for calibrateCached: creates it and checks that it is writable (a probe
+ * file is created and removed), then removes what writers that died left behind. A cache that
+ * cannot be written (EACCES, EPERM, EROFS) is returned as read-only, with nothing written or
+ * removed; other failures, and a file in the folder's place, are E_IO.
+ */
+export async function openCacheMode(cacheDirArg: string): Promise<OpenedCache> {
   const cacheDir = path.resolve(cacheDirArg);
+  await checkNotAFile(cacheDir);
   const calib = path.join(cacheDir, 'calibration');
   try {
     await fs.promises.mkdir(calib, { recursive: true });
@@ -40,8 +80,31 @@ export async function openCache(cacheDirArg: string): Promise<string[]> {
     await fs.promises.writeFile(probe, '');
     await unlinkQuiet(probe);
   } catch (err) {
+    const errno = readOnlyErrno(err);
+    if (errno) return { cacheDir, readOnly: { errno }, removed: [] };
     throw ioError(cacheDir, err);
   }
+  return { cacheDir, readOnly: null, removed: await sweepLeftovers(cacheDir) };
+}
+
+/**
+ * Makes sure the cache folder exists and is writable (E_IO otherwise), and removes what writers
+ * that died left behind: `.name.tmp-<pid>-*` / `.name.old-<pid>-*` folders, temporary files and
+ * lock files of processes that no longer exist. Returns the removed paths.
+ */
+export async function openCache(cacheDirArg: string): Promise<string[]> {
+  const opened = await openCacheMode(cacheDirArg);
+  if (opened.readOnly) {
+    throw new CalibscopeError('E_IO', `cache folder ${opened.cacheDir} is not writable: ${opened.readOnly.errno}`, {
+      path: opened.cacheDir,
+      errno: opened.readOnly.errno,
+    });
+  }
+  return opened.removed;
+}
+
+async function sweepLeftovers(cacheDir: string): Promise<string[]> {
+  const calib = path.join(cacheDir, 'calibration');
   const removed: string[] = [];
   const sweep = async (dir: string) => {
     removed.push(...(await removeStaleTemps(dir).catch(() => [])));
@@ -106,6 +169,9 @@ export interface CachedCalibrationOptions {
   modelDir?: string;
   /** Weighted modes: statistics already at hand (otherwise from `<cache>/stats/`, collected when missing). */
   statistics?: CalibrationStats;
+  /** The cache is read-only (openCacheMode said so): reuse a valid profile without writing
+   *  anything, E_IO when it would need calibrating. Found out here too when the lock cannot be created. */
+  readOnly?: { errno: string } | null;
 }
 
 export interface CachedCalibration {
@@ -119,6 +185,17 @@ export interface CachedCalibration {
   droppedSignOff?: ModelCalibrationProfile['review'];
   /** Weighted modes, when calibrated: where the statistics came from. */
   statistics?: { path: string | null; cached: boolean; seconds: number };
+}
+
+function readOnlyError(cacheDir: string, errno: string, modelId: string, format: string, st: ProfileStatus, force: boolean): CalibscopeError {
+  const needs = st.state === 'missing' ? 'calibration' : 'recalibration';
+  const why = force ? `--force asks for it (the profile is ${st.state}: ${st.reason})` : `the profile is ${st.state}: ${st.reason}`;
+  return new CalibscopeError(
+    'E_IO',
+    `cache folder ${cacheDir} is read-only (not writable: ${errno}): the profile for ${modelId} (${format}) needs ${needs}, which would write to it — ${why}. ` +
+      'Calibrate into a writable cache (--cache DIR), or use a cache where this profile is valid',
+    { path: cacheDir, errno, read_only: true, profile_path: st.profile_path, state: st.state, reason: st.reason, force },
+  );
 }
 
 /** The profile folder for a checkpoint and config in `cacheDir`. */
@@ -144,23 +221,45 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
   const modelDir = path.dirname(dir);
   let release: (() => Promise<void>) | null = null;
   let success = false;
-  try {
-    try {
-      await fs.promises.mkdir(modelDir, { recursive: true });
-    } catch (err) {
-      throw ioError(cacheDir, err);
-    }
-    release = await acquireLock(lockPathFor(dir), { signal: opts.signal, onWait: (o) => opts.onPhase?.('waiting', o) });
+  let readOnly = opts.readOnly ?? null;
+  const check = async (): Promise<ProfileStatus> => {
     opts.onPhase?.('checking');
-    let before: ProfileStatus;
     try {
-      before = await profileStatus(dir, ckpt, { cacheDir, expectConfigHash: configHash(calibrator.config), expectModelId: ckpt.modelId });
+      return await profileStatus(dir, ckpt, {
+        cacheDir,
+        expectConfigHash: configHash(calibrator.config),
+        expectModelId: ckpt.modelId,
+      });
     } catch (err) {
       // Only a profile from a newer calibscope gets here: --force replaces it.
       if (!opts.force) throw err;
-      before = { state: 'corrupt', reason: (err as Error).message, profile_path: dir, profile: null, checkpoint_hash: null };
+      return { state: 'corrupt', reason: (err as Error).message, profile_path: dir, profile: null, checkpoint_hash: null };
     }
-    if (!opts.force && (before.state === 'valid' || before.state === 'signed-off')) {
+  };
+  const reusable = (st: ProfileStatus) => !opts.force && (st.state === 'valid' || st.state === 'signed-off');
+  try {
+    if (readOnly === null) {
+      try {
+        await fs.promises.mkdir(modelDir, { recursive: true });
+        release = await acquireLock(lockPathFor(dir), { signal: opts.signal, onWait: (o) => opts.onPhase?.('waiting', o) });
+      } catch (err) {
+        const errno = readOnlyErrno(err);
+        if (!errno) throw err instanceof CalibscopeError ? err : ioError(cacheDir, err);
+        readOnly = { errno };
+      }
+    }
+    if (readOnly !== null) {
+      // Profiles are published by an atomic rename, so reading one without the lock is safe; a
+      // read-only cache can only be reused, never written (no lock, no hash-cache entry).
+      const st = await check();
+      if (reusable(st)) {
+        success = true;
+        return { profile: st.profile!, profilePath: dir, cached: true, before: { state: st.state, reason: st.reason } };
+      }
+      throw readOnlyError(cacheDir, readOnly.errno, ckpt.modelId, calibrator.config.format, st, Boolean(opts.force));
+    }
+    const before = await check();
+    if (reusable(before)) {
       success = true;
       return { profile: before.profile!, profilePath: dir, cached: true, before: { state: before.state, reason: before.reason } };
     }
@@ -210,8 +309,8 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
     };
   } finally {
     await release?.();
-    // A failed first calibration leaves no empty model folder behind.
-    if (!success) await fs.promises.rmdir(modelDir).catch(() => undefined);
+    // A failed first calibration leaves no empty model folder behind (a read-only cache is not touched).
+    if (!success && readOnly === null) await fs.promises.rmdir(modelDir).catch(() => undefined);
     if (typeof opts.model === 'string') await opened.close();
   }
 }

@@ -94,7 +94,11 @@ export interface CurrentHash {
   fromCache: boolean;
 }
 
-/** The checkpoint's current hash: from the stat cache in `cacheDir` when it still applies, else computed (and recorded). */
+/**
+ * The checkpoint's current hash: from the stat cache in `cacheDir` when it still applies, else
+ * computed and recorded when the cache can be written (a read-only cache is only read: a failed
+ * write is ignored, as rememberHash ignores any).
+ */
 export async function currentCheckpointHash(ckpt: Checkpoint, cacheDir: string | null, racyMarginMs = RACY_MARGIN_MS): Promise<CurrentHash> {
   const files = hashedFiles(ckpt);
   const before = await snapshot(files);

@@ -10,7 +10,7 @@ import type { ModelCalibrationProfile } from '../../calibration/types.js';
 import { openCheckpoint } from '../../checkpoints/checkpoint.js';
 import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
 import { runPipeline, type PipelineProfile } from '../../pipeline/run.js';
-import { calibrateCached, openCache } from '../../profiles/cache.js';
+import { calibrateCached, openCache, openCacheMode } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { calibrationQueriesHash, calibrationStatsCached, resolveCalibrationQueries } from '../../semantic/calibration_stats.js';
 import { loadQueries } from '../../semantic/queries.js';
@@ -156,11 +156,13 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   if (typeof options.out !== 'string') {
     // The cache: reuse a valid profile, calibrate a missing, stale or damaged one.
     const cache = cacheOption(options);
-    await openCache(cache);
+    // A read-only cache (a CI artifact) still serves its valid profiles.
+    const { readOnly } = await openCacheMode(cache);
     let r;
     try {
       r = await calibrateCached({
         cacheDir: cache,
+        readOnly,
         model: positionals[0],
         config: calibrator.config,
         force: Boolean(options.force),
@@ -176,11 +178,14 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     } finally {
       bar.done();
     }
+    if (readOnly && !ctx.json) ctx.err(`calibscope: the cache ${cache} is read-only (${readOnly.errno}); its ${r.before.state} profile is reused without writing to it`);
     if (r.droppedSignOff && !ctx.json) {
       ctx.err(`calibscope: note: the previous profile's sign-off (${r.droppedSignOff.decision} by ${r.droppedSignOff.reviewer}) does not carry over to the new one`);
     }
     // --validate: semantic validation (./semantic.ts), recorded in the profile.
-    const checked = options.validate ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: r.profilePath }], options, ctx, cache) : null;
+    const checked = options.validate
+      ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: r.profilePath }], options, ctx, cache, readOnly !== null)
+      : null;
     if (ctx.json) {
       checked?.throwIfDrift();
       const profile = checked?.profiles.get(r.profilePath) ?? r.profile;
@@ -247,7 +252,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   resolveBackend(parseBackend(input.backend));
   const jobs = intOption(options.jobs, 'jobs', 1, 256);
   const cache = cacheOption(options);
-  await openCache(cache);
+  const { readOnly } = await openCacheMode(cache);
   const started = process.hrtime.bigint();
   const progress = new PipelineProgress(
     models.map((m) => ({ id: m.entry.id })),
@@ -258,6 +263,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   try {
     run = await runPipeline(models, {
       cacheDir: cache,
+      readOnly,
       force: Boolean(options.force),
       threads,
       concurrency: jobs,
@@ -270,6 +276,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
     progress.done();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (readOnly && !ctx.json) ctx.err(`calibscope: the cache ${cache} is read-only (${readOnly.errno}); valid profiles are reused without writing to it`);
   const done = run.profiles.filter((p): p is PipelineProfile => p !== null);
   if (run.failures.length > 0) {
     const first = run.failures[0].error;
@@ -283,7 +290,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
     );
   }
   // --validate: semantic validation of every model (./semantic.ts), recorded in each profile.
-  const checked = options.validate ? await validateAfterCalibrate(done, options, ctx, cache) : null;
+  const checked = options.validate ? await validateAfterCalibrate(done, options, ctx, cache, readOnly !== null) : null;
   if (ctx.json) {
     checked?.throwIfDrift();
     ctx.out(JSON.stringify({ profiles: done, ...(checked && { validations: checked.results }) }));

@@ -13,8 +13,8 @@ export const DEMO_HELP = `calibscope demo --size tiny|full --out DIR [--seed N] 
   --size tiny|full        tiny: 12 small models (a few million parameters each, ~${Math.round(demoWeightBytes('tiny') / 1e6)} MB);
                           full: the real shapes of 12 public embedding models (1.6 B parameters,
                           ~${(demoWeightBytes('full') / 1e9).toFixed(1)} GB)
-  --out DIR               output folder (created if needed; earlier demo folders there are replaced,
-                          anything else is left alone)
+  --out DIR               output folder: new, empty, or one holding an earlier demo (its model
+                          folders and pipeline.json are replaced; other files are left alone)
   --seed N                weights are byte-identical for the same seed (default ${DEFAULT_DEMO_SEED})
   --threads N             generator threads (default: all cores)
   --json                  print one JSON object: {"pipeline_path", "models": [...], ...}`;

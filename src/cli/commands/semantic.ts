@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { QuantizationCalibrator } from '../../calibration/calibrator.js';
 import { DEFAULT_CORRELATION_THRESHOLD } from '../../calibration/config.js';
-import { calibrateCached, openCache } from '../../profiles/cache.js';
+import { calibrateCached, openCacheMode } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { loadProfile } from '../../profiles/store.js';
 import { attributeDrift, type AttributionResult } from '../../semantic/attribution.js';
@@ -95,7 +95,7 @@ async function resolveProfile(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   help: string,
-): Promise<{ dir: string; cacheDir?: string; calibrated: boolean }> {
+): Promise<{ dir: string; cacheDir?: string; calibrated: boolean; readOnly?: boolean }> {
   if (typeof options.profile === 'string') {
     if (options.format !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --profile or --format, not both');
     return { dir: path.resolve(options.profile), calibrated: false };
@@ -107,11 +107,13 @@ async function resolveProfile(
   const queriesHashValue = queries ? await calibrationQueriesHash(queries) : null;
   const calibrator = new QuantizationCalibrator({ ...configInput(options), format: options.format, calibration_queries_hash: queriesHashValue });
   const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : defaultCacheDir();
-  await openCache(cacheDir);
+  // A read-only cache still serves its valid profiles.
+  const { readOnly } = await openCacheMode(cacheDir);
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
   try {
     const r = await calibrateCached({
       cacheDir,
+      readOnly,
       model,
       config: calibrator.config,
       threads: intOption(options.threads, 'threads', 1, 1024),
@@ -119,7 +121,7 @@ async function resolveProfile(
       signal: ctx.signal,
       onProgress: (p) => bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `calibrating ${p.tensor ?? ''}`),
     });
-    return { dir: r.profilePath, cacheDir, calibrated: !r.cached };
+    return { dir: r.profilePath, cacheDir, calibrated: !r.cached, readOnly: readOnly !== null };
   } finally {
     bar.done();
   }
@@ -201,7 +203,7 @@ export async function validateCommand(argv: string[], ctx: CommandContext): Prom
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
   const profile = await resolveProfile(model, options, ctx, VALIDATE_HELP);
-  const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir);
+  const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir, profile.readOnly);
   if (ctx.json) ctx.out(JSON.stringify({ ...validationJson(r), calibrated: profile.calibrated }));
   else printValidation(ctx, r);
   return 0;
@@ -215,6 +217,7 @@ async function runValidation(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   cacheDir?: string,
+  readOnlyCache = false,
 ): Promise<ValidationResult> {
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
   let r: ValidationResult;
@@ -224,6 +227,7 @@ async function runValidation(
       threads: intOption(options.threads, 'threads', 1, 1024),
       throwOnDrift: false,
       cacheDir,
+      store: !readOnlyCache,
       dynamicActivations: Boolean(options['dynamic-activations']),
       signal: ctx.signal,
       onProgress: (f, d) => bar.update(f, d),
@@ -231,6 +235,7 @@ async function runValidation(
   } finally {
     bar.done();
   }
+  if (readOnlyCache) readOnlyNote(r, cacheDir);
   if (!r.passed) {
     // The report first (for a person), then the error and the non-zero exit.
     if (!ctx.json) printValidation(ctx, r);
@@ -304,6 +309,11 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
   return 0;
 }
 
+/** A result that could not be recorded because the cache is read-only says so. */
+function readOnlyNote(r: ValidationResult, cacheDir: string | undefined): void {
+  if (!r.stored) r.store_note = `not recorded: the cache ${cacheDir ?? ''} is read-only`;
+}
+
 /** The options `calibrate --validate` adds, for its help text. */
 export const VALIDATE_HELP_LINES = `  --validate              then validate the profile semantically (FP16 vs quantized embeddings, see
                           \`calibscope validate\`); records the result in it, exits 1 with
@@ -336,6 +346,7 @@ export async function validateAfterCalibrate(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   cacheDir?: string,
+  readOnlyCache = false,
 ): Promise<CalibrateValidation> {
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
@@ -349,6 +360,7 @@ export async function validateAfterCalibrate(
           threads: intOption(options.threads, 'threads', 1, 1024),
           throwOnDrift: false,
           cacheDir,
+          store: !readOnlyCache,
           dynamicActivations: Boolean(options['dynamic-activations']),
           signal: ctx.signal,
           onProgress: (f, d) => bar.update((i + f) / models.length, `validating ${i + 1}/${models.length}: ${d}`),
@@ -358,6 +370,7 @@ export async function validateAfterCalibrate(
   } finally {
     bar.done();
   }
+  if (readOnlyCache) for (const r of results) readOnlyNote(r, cacheDir);
   const profiles = new Map<string, unknown>();
   for (const m of models) profiles.set(m.profile_path, await loadProfile(m.profile_path, { verifyScales: false }));
   const failed = results.filter((r) => !r.passed);

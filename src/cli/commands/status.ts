@@ -5,7 +5,7 @@ import { configHash, makeConfig } from '../../calibration/config.js';
 import type { CalibrationConfig } from '../../calibration/types.js';
 import { openCheckpoint } from '../../checkpoints/checkpoint.js';
 import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
-import { cachedProfileDir, withModelId } from '../../profiles/cache.js';
+import { cachedProfileDir, checkNotAFile, withModelId } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { profileStatus } from '../../profiles/store.js';
 import { CalibscopeError, asCalibscopeError } from '../../util/errors.js';
@@ -85,6 +85,8 @@ export async function statusCommand(argv: string[], ctx: CommandContext): Promis
   const { positionals, options } = parseArgs(argv, SPEC);
   ctx.json = Boolean(options.json);
   const cacheDir = typeof options.cache === 'string' ? path.resolve(options.cache) : typeof options.profile === 'string' ? null : defaultCacheDir();
+  // A file given as the cache is a mistake to name, not a cache where every profile is missing.
+  if (cacheDir !== null) await checkNotAFile(cacheDir);
 
   if (typeof options.pipeline === 'string') {
     if (positionals.length > 0 || typeof options.profile === 'string') {
