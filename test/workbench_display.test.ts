@@ -1,15 +1,18 @@
-// The workbench's display helpers (number formats, state badges, colour-bar and axis ticks) and
+// The workbench's display helpers (number formats, state badges, colour-bar and axis ticks), the
+// heatmap's cell aggregates (a planted outlier block stays visible zoomed out), toast expiry, and
 // the store's view state on the real service: zoom reset, re-run keep and opening a bad path.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { heatmapTrace, logTicks, mseAxisTicks } from '../renderer/src/components/heatmap_data';
+import { after, before, describe, mock, test } from 'node:test';
+import { cellAt, heatmapTrace, logTicks, mseAxisTicks } from '../renderer/src/components/heatmap_data';
 import { count, eng, exactSci, stateBadge } from '../renderer/src/format';
-import { createWorkbenchStore, type WorkbenchStore } from '../renderer/src/store';
+import { createWorkbenchStore, DEFAULT_AGGREGATES, TOAST_MS, type WorkbenchStore } from '../renderer/src/store';
 import type { Transport } from '../renderer/src/transport';
-import type { GridView, ServiceEvent } from '../src/service/protocol.js';
+import { writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
+import { DEFAULT_AGGREGATE, downsampleGrid, type BlockArrays } from '../src/service/block_data.js';
+import type { GridRequest, GridView, ServiceEvent } from '../src/service/protocol.js';
 import { WorkbenchService } from '../src/service/service.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -58,7 +61,8 @@ describe('model state badge', () => {
 function grid(metric: GridView['metric'], values: number[], fullMin: number, fullMax: number): GridView {
   return {
     modelId: 'm', tensor: 't', metric, totalRows: 1, totalBlocks: values.length, rowStart: 0, rowEnd: 1, blockStart: 0, blockEnd: values.length,
-    cellRows: 1, cellBlocks: 1, nRows: 1, nCols: values.length, mean: values, min: values, max: values, exact: true, fullMin, fullMax,
+    cellRows: 1, cellBlocks: 1, nRows: 1, nCols: values.length, mean: values, min: values, max: values,
+    aggregate: 'mean', value: values, valueAt: values.map((_, i) => i), center: null, exact: true, fullMin, fullMax,
   };
 }
 
@@ -159,10 +163,199 @@ describe('workbench store view state', () => {
     assert.equal(store.getState().grid?.rowEnd, store.getState().grid?.totalRows);
   });
 
+  test('the cell aggregate is per metric and asked of the service', async () => {
+    const s = store.getState();
+    assert.equal(store.getState().grid?.aggregate, DEFAULT_AGGREGATES[store.getState().metric]);
+    await s.setMetric('mse_after');
+    assert.equal(store.getState().grid?.aggregate, 'max');
+    await s.setAggregate('mean');
+    assert.equal(store.getState().grid?.aggregate, 'mean');
+    assert.deepEqual(store.getState().grid?.value, store.getState().grid?.mean);
+    await s.setMetric('improvement');
+    assert.equal(store.getState().grid?.aggregate, 'extreme');
+    await s.setMetric('mse_after');
+    assert.equal(store.getState().grid?.aggregate, 'mean', 'the choice for a metric is kept');
+    await s.setAggregate('max');
+    await s.setMetric('scale');
+  });
+
   test('opening a bad path reports failure, so the form can stay open', async () => {
     assert.equal(await store.getState().openModel(path.join(scratch, 'no-such-model')), false);
     assert.equal(store.getState().toasts.at(-1)?.code, 'E_NOT_FOUND');
     assert.equal(await store.getState().openPipeline(path.join(scratch, 'no-such.json')), false);
     assert.equal(await store.getState().openModel(MODEL), true);
+  });
+});
+
+/** A rows × blocks set of per-block arrays: every block alike but a few given ones. */
+function arrays(rows: number, blocks: number, fill: { scale: number; before: number; after: number }, planted: Record<number, Partial<{ scale: number; before: number; after: number; outliers: number }>>): BlockArrays {
+  const n = rows * blocks;
+  const a: BlockArrays = {
+    rows, blocks, blockSize: 16, cols: blocks * 16, scale: new Float32Array(n).fill(fill.scale), mseBefore: new Float32Array(n).fill(fill.before),
+    mseAfter: new Float32Array(n).fill(fill.after), outliers: new Uint16Array(n), codes: null, global: null,
+  };
+  for (const [i, p] of Object.entries(planted)) {
+    const k = Number(i);
+    if (p.scale !== undefined) a.scale[k] = p.scale;
+    if (p.before !== undefined) a.mseBefore![k] = p.before;
+    if (p.after !== undefined) a.mseAfter![k] = p.after;
+    if (p.outliers !== undefined) a.outliers![k] = p.outliers;
+  }
+  return a;
+}
+
+describe('heatmap cell aggregates (service side)', () => {
+  const req = (metric: GridRequest['metric'], aggregate?: GridRequest['aggregate']): GridRequest => ({ modelId: 'm', tensor: 't', metric, aggregate, maxRows: 10, maxCols: 4 });
+  // 1000 rows × 4 blocks in 10 × 4 cells of 100 blocks each.
+  const a = arrays(1000, 4, { scale: 100, before: 2e-5, after: 1e-5 }, {
+    [417 * 4 + 2]: { scale: 3000, after: 4e-3, outliers: 9 }, // a near-dead block: far larger scale, huge error after
+    [802 * 4 + 1]: { scale: 0.5, before: 1e-5, after: 4e-5 }, // calibration made this one worse: improvement 0.25×
+    [805 * 4 + 1]: { before: 2.4e-5 }, // improvement 2.4×: nearer 1× (on a log scale) than 0.25×
+  });
+
+  test('each metric defaults to the aggregate that shows the worst block', () => {
+    assert.deepEqual(DEFAULT_AGGREGATE, DEFAULT_AGGREGATES);
+    assert.equal(downsampleGrid(a, req('mse_after')).aggregate, 'max');
+    assert.equal(downsampleGrid(a, req('scale')).aggregate, 'extreme');
+  });
+
+  test('max keeps a single bad block in view and says where it is; mean averages it away', () => {
+    const g = downsampleGrid(a, req('mse_after', 'max'));
+    assert.equal(g.cellRows, 100);
+    const k = 4 * 4 + 2;
+    // Grid values carry float32 precision (9 digits).
+    assert.equal(Math.fround(g.value[k]!), Math.fround(4e-3));
+    assert.equal(g.valueAt[k], 417 * 4 + 2);
+    const m = downsampleGrid(a, req('mse_after', 'mean'));
+    assert.ok(m.value[k]! < 6e-5, `mean ${m.value[k]}`);
+    assert.deepEqual(m.valueAt.filter((x) => x !== null), []);
+    // min, mean and max are always there for the hover, whatever colours the cells.
+    assert.deepEqual([m.min[k], m.max[k]], [g.min[k], g.max[k]]);
+    assert.equal(downsampleGrid(a, req('outliers')).value[k], 9);
+  });
+
+  test('extreme: the improvement furthest from 1× on a log scale; the scale furthest from the median', () => {
+    const g = downsampleGrid(a, req('improvement', 'extreme'));
+    assert.equal(g.center, 1);
+    const k = 8 * 4 + 1;
+    assert.ok(Math.abs(g.value[k]! - 0.25) < 1e-6, String(g.value[k]));
+    assert.equal(g.valueAt[k], 802 * 4 + 1);
+    assert.ok(Math.abs(downsampleGrid(a, req('improvement', 'max')).value[k]! - 2.4) < 1e-6);
+    const s = downsampleGrid(a, req('scale'));
+    assert.equal(s.center, 100);
+    assert.equal(s.value[4 * 4 + 2], 3000);
+    assert.equal(s.value[8 * 4 + 1], 0.5);
+    assert.equal(s.value[0], 100);
+    // Error metrics have no centre: their extreme is the largest.
+    assert.deepEqual(downsampleGrid(a, req('mse_after', 'extreme')).value, downsampleGrid(a, req('mse_after', 'max')).value);
+  });
+
+  test('a zoom to one block per cell is exact under any aggregate', () => {
+    for (const agg of ['mean', 'min', 'max', 'extreme'] as const) {
+      const g = downsampleGrid(a, { ...req('mse_after', agg), rowStart: 415, rowEnd: 420, maxRows: 100 });
+      assert.ok(g.exact);
+      assert.deepEqual(g.value, g.mean);
+    }
+  });
+
+  test('the renderer colours by the aggregate and the hover names the block behind it', () => {
+    const g = downsampleGrid(a, req('mse_after', 'max'));
+    const t = heatmapTrace(g) as any;
+    assert.ok(Math.abs(t.z[4][2] - Math.log10(4e-3)) < 1e-6);
+    const c = cellAt(g, 4, 2)!;
+    assert.deepEqual([c.blocks, c.valueRow, c.valueBlock, c.rowStart, c.rowEnd], [100, 417, 2, 400, 500]);
+  });
+});
+
+describe('heatmap aggregates on the real service: a planted outlier block', () => {
+  const dir = path.join(scratch, 'outlier-model');
+  const ROWS = 4096;
+  const COLS = 64;
+  const SPIKE_ROW = 1234;
+  const SPIKE_BLOCK = 2;
+  let service: WorkbenchService;
+  let modelId = '';
+  const tensor = 'embeddings.word_embeddings.weight';
+
+  before(async () => {
+    // Gaussian-like weights (σ 0.02, a fixed LCG); one block holds a spike 100× its neighbours, so
+    // its other 15 values lose their resolution and its error dwarfs every other block's.
+    const w = new Float32Array(ROWS * COLS);
+    let x = 12345;
+    const u = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) + 0.5) / 2 ** 32;
+    for (let i = 0; i < w.length; i++) w[i] = 0.02 * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+    w[SPIKE_ROW * COLS + SPIKE_BLOCK * 16 + 5] = 2;
+    fs.mkdirSync(dir, { recursive: true });
+    await writeSafetensors(path.join(dir, 'model.safetensors'), [{ name: tensor, dtype: 'F32', shape: [ROWS, COLS], data: new Uint8Array(w.buffer) }]);
+    service = new WorkbenchService({ cacheDir: path.join(scratch, 'outlier-cache'), mode: 'browser' });
+    const ws = await service.call('workspace.openModel', { path: dir, format: 'nvfp4' });
+    modelId = ws.models[0].id;
+    const job = await service.call('calibrate.model', { modelId });
+    const done = await service.waitForJob(job.id);
+    assert.equal(done?.status, 'done', JSON.stringify(done?.error));
+  });
+  after(() => service.shutdown());
+
+  const median = (v: (number | null)[]) => {
+    const s = v.filter((x): x is number => x !== null).sort((p, q) => p - q);
+    return s[s.length >> 1];
+  };
+
+  for (const metric of ['mse_before', 'mse_after'] as const) {
+    test(`${metric}: visible zoomed out under max, averaged away under mean`, async () => {
+      const ask = (aggregate: 'max' | 'mean') => service.call('tensor.grid', { modelId, tensor, metric, aggregate, maxRows: 16, maxCols: 8 });
+      const g = await ask('max');
+      assert.equal(g.cellRows, ROWS / 16);
+      assert.ok(!g.exact);
+      const k = Math.floor(SPIKE_ROW / g.cellRows) * g.nCols + SPIKE_BLOCK;
+      const block = await service.call('tensor.block', { modelId, tensor, row: SPIKE_ROW, block: SPIKE_BLOCK });
+      const exactValue = metric === 'mse_before' ? block.mseBefore! : block.mseAfter!;
+      assert.equal(Math.fround(g.value[k]!), exactValue);
+      assert.equal(g.valueAt[k], SPIKE_ROW * g.totalBlocks + SPIKE_BLOCK);
+      assert.ok(g.value[k]! > 20 * median(g.value), `max: the outlier cell ${g.value[k]} against the typical cell ${median(g.value)}`);
+      const m = await ask('mean');
+      assert.ok(m.value[k]! < 3 * median(m.value), `mean: the outlier cell ${m.value[k]} against the typical cell ${median(m.value)}`);
+      // The default is max.
+      const d = await service.call('tensor.grid', { modelId, tensor, metric, maxRows: 16, maxCols: 8 });
+      assert.deepEqual(d.value, g.value);
+    });
+  }
+
+  test('an unknown aggregate is refused', async () => {
+    const out = await service.request('tensor.grid', { modelId, tensor, metric: 'mse_after', aggregate: 'median', maxRows: 16, maxCols: 8 });
+    assert.equal(out.ok, false);
+    assert.equal(!out.ok && out.error.code, 'E_BAD_ARGUMENT');
+  });
+});
+
+describe('toasts', () => {
+  const idle: Transport = {
+    request: async () => ({ ok: false, error: { code: 'E_TEST', message: 'no service', details: {} } }) as never,
+    onEvent: () => () => undefined,
+    onConnection: () => () => undefined,
+  };
+  before(() => mock.timers.enable({ apis: ['setTimeout'] }));
+  after(() => mock.timers.reset());
+
+  test('info goes after a few seconds, an error later, not while held; repeats do not stack', () => {
+    const store = createWorkbenchStore(idle);
+    const s = store.getState();
+    s.toast('info', 'calibrate: cancelled');
+    s.toast('error', 'no such file', 'E_NOT_FOUND');
+    s.toast('error', 'no such file', 'E_NOT_FOUND');
+    assert.deepEqual(store.getState().toasts.map((t) => t.kind), ['info', 'error']);
+    mock.timers.tick(TOAST_MS.info);
+    assert.deepEqual(store.getState().toasts.map((t) => t.kind), ['error']);
+    assert.ok(TOAST_MS.error > TOAST_MS.info);
+    s.holdToasts(true);
+    mock.timers.tick(TOAST_MS.error + 5000);
+    assert.equal(store.getState().toasts.length, 1, 'a toast under the pointer stays');
+    s.holdToasts(false);
+    mock.timers.tick(1000);
+    assert.equal(store.getState().toasts.length, 0);
+    // × dismisses at once.
+    s.toast('error', 'boom', 'E_X');
+    s.dismissToast(store.getState().toasts[0].id);
+    assert.equal(store.getState().toasts.length, 0);
   });
 });

@@ -5,6 +5,7 @@ import { createStore, type StoreApi } from 'zustand/vanilla';
 import type {
   AppInfo,
   BlockDetail,
+  GridAggregate,
   GridMetric,
   GridView,
   HistogramView,
@@ -54,6 +55,8 @@ export interface WorkbenchState {
   sort: { key: SortKey; dir: 'asc' | 'desc' };
   filter: string;
   metric: GridMetric;
+  /** Per metric, what colours a cell covering several blocks (the service aggregates). */
+  aggregates: Record<GridMetric, GridAggregate>;
   gridWindow: GridWindow;
   /** Bumped whenever the window goes back to the whole tensor by other means than the plot's own
    *  zoom (Reset zoom, a new selection, a rewritten profile): the heatmap's axes follow it then,
@@ -82,6 +85,8 @@ export interface WorkbenchState {
   setSort(key: SortKey): void;
   setFilter(text: string): void;
   setMetric(m: GridMetric): Promise<void>;
+  /** The aggregate of the current metric. */
+  setAggregate(a: GridAggregate): Promise<void>;
   setTab(t: Tab): void;
   setTheme(t: ThemePref): void;
   setGridSize(rows: number, cols: number): Promise<void>;
@@ -101,8 +106,12 @@ export interface WorkbenchState {
   openPipeline(path: string, format?: string): Promise<boolean>;
   /** `dynamicActivations`: also with every Linear's input quantized per batch. */
   runValidation(attribution: boolean, dynamicActivations?: boolean): Promise<void>;
+  /** Info toasts go after TOAST_MS.info, errors after TOAST_MS.error (not while held); an equal
+   *  toast replaces the one shown rather than stacking up. */
   toast(kind: Toast['kind'], text: string, code?: string): void;
   dismissToast(id: number): void;
+  /** While held (the pointer is over the toasts), none expires, so one being read stays. */
+  holdToasts(held: boolean): void;
 }
 
 export type WorkbenchStore = StoreApi<WorkbenchState>;
@@ -145,12 +154,31 @@ function savedTheme(): ThemePref {
 
 let toastId = 1;
 
+/** How long a toast stays. Errors stay longer, but not for good: they sit over the screen. */
+export const TOAST_MS: Record<Toast['kind'], number> = { info: 4000, error: 20000 };
+
+/** The aggregate that shows outlier blocks first, per metric (the service's default too). */
+export const DEFAULT_AGGREGATES: Record<GridMetric, GridAggregate> = {
+  scale: 'extreme',
+  mse_before: 'max',
+  mse_after: 'max',
+  improvement: 'extreme',
+  outliers: 'max',
+};
+
+/** A timer that does not keep Node alive (the store also runs in tests). */
+function later(fn: () => void, ms: number): void {
+  const h = setTimeout(fn, ms) as unknown as { unref?: () => void };
+  h.unref?.();
+}
+
 export function createWorkbenchStore(transport: Transport): WorkbenchStore {
   // Sequence numbers: a response for an older selection is dropped.
   let gridSeq = 0;
   let hoverSeq = 0;
   let profileSeq = 0;
   let refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  let toastsHeld = false;
   let subscribe = () => undefined as void;
 
   const store = createStore<WorkbenchState>()((set, get) => {
@@ -175,6 +203,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
         modelId: s.selectedModel,
         tensor: s.selectedTensor,
         metric: s.metric,
+        aggregate: s.aggregates[s.metric],
         ...s.gridWindow,
         maxRows: Math.max(1, Math.min(4096, Math.round(s.gridSize.rows))),
         maxCols: Math.max(1, Math.min(4096, Math.round(s.gridSize.cols))),
@@ -188,7 +217,10 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       if (!s.selectedModel || !s.selectedTensor) return;
       const model = s.selectedModel;
       const tensor = s.selectedTensor;
-      void loadGrid();
+      // The histogram after the grid: its ~0.5 s of synchronous work on a large tensor would
+      // otherwise hold the grid's reply in the service's socket and delay the heatmap by as much.
+      await loadGrid();
+      if (get().selectedModel !== model || get().selectedTensor !== tensor) return;
       const h = await call('tensor.histogram', { modelId: model, tensor });
       if (get().selectedModel === model && get().selectedTensor === tensor) set({ histogram: h });
     }
@@ -269,6 +301,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       sort: { key: 'mse_after', dir: 'desc' },
       filter: '',
       metric: 'scale',
+      aggregates: { ...DEFAULT_AGGREGATES },
       gridWindow: {},
       viewRev: 0,
       gridSize: { rows: 400, cols: 800 },
@@ -333,6 +366,11 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
 
       async setMetric(m) {
         set({ metric: m });
+        await loadGrid();
+      },
+
+      async setAggregate(agg) {
+        set({ aggregates: { ...get().aggregates, [get().metric]: agg } });
         await loadGrid();
       },
 
@@ -438,12 +476,18 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
 
       toast(kind, text, code) {
         const t: Toast = { id: toastId++, kind, text, code };
-        set({ toasts: [...get().toasts.slice(-4), t] });
-        if (kind === 'info') setTimeout(() => get().dismissToast(t.id), 4000);
+        const others = get().toasts.filter((x) => !(x.kind === kind && x.text === text && x.code === code));
+        set({ toasts: [...others.slice(-4), t] });
+        const expire = () => (toastsHeld ? later(expire, 1000) : get().dismissToast(t.id));
+        later(expire, TOAST_MS[kind]);
       },
 
       dismissToast(id) {
-        set({ toasts: get().toasts.filter((t) => t.id !== id) });
+        if (get().toasts.some((t) => t.id === id)) set({ toasts: get().toasts.filter((t) => t.id !== id) });
+      },
+
+      holdToasts(held) {
+        toastsHeld = held;
       },
     };
   });

@@ -105,6 +105,11 @@ export interface ProfileView {
 
 export type GridMetric = 'scale' | 'mse_before' | 'mse_after' | 'improvement' | 'outliers';
 
+/** What colours a cell that covers several blocks: their mean, min, max, or the block furthest
+ *  (on a log scale) from the metric's centre — 1× for improvement, the tensor's median scale for
+ *  scales; for the error metrics and outliers, which have no centre, the largest (as max). */
+export type GridAggregate = 'mean' | 'min' | 'max' | 'extreme';
+
 export interface GridRequest {
   modelId: string;
   tensor: string;
@@ -117,6 +122,8 @@ export interface GridRequest {
   /** Screen resolution: at most this many cells in each direction. */
   maxRows: number;
   maxCols: number;
+  /** Default: the one that shows outlier blocks — max for MSE and outliers, extreme for scale and improvement. */
+  aggregate?: GridAggregate;
 }
 
 /** A rows × blocks grid, downsampled to screen resolution: each cell covers `cellRows` × `cellBlocks`
@@ -140,6 +147,14 @@ export interface GridView {
   mean: (number | null)[];
   min: (number | null)[];
   max: (number | null)[];
+  /** The aggregate the colours show, and its values (row-major, as `mean`). */
+  aggregate: GridAggregate;
+  value: (number | null)[];
+  /** Where each shown value comes from: its block's flat index, row × totalBlocks + block
+   *  (null for the mean and for empty cells). */
+  valueAt: (number | null)[];
+  /** What `extreme` measures from: 1 for improvement, the tensor's median scale for scale, else null. */
+  center: number | null;
   /** True when every cell is one block (no downsampling): the values are the exact per-block values. */
   exact: boolean;
   /** Min and max over the whole tensor, so the colour scale stays put while zooming. */

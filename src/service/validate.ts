@@ -4,9 +4,10 @@
 import { CALIBRATION_MODES } from '../calibration/modes.js';
 import { FORMAT_NAMES } from '../calibration/schemes.js';
 import { CalibscopeError } from '../util/errors.js';
-import type { GridMetric, Method, Params } from './protocol.js';
+import type { GridAggregate, GridMetric, Method, Params } from './protocol.js';
 
 export const GRID_METRICS: readonly GridMetric[] = ['scale', 'mse_before', 'mse_after', 'improvement', 'outliers'];
+export const GRID_AGGREGATES: readonly GridAggregate[] = ['mean', 'min', 'max', 'extreme'];
 
 type Field =
   | { type: 'string'; max: number; optional?: boolean; enum?: readonly string[]; nonEmpty?: boolean }
@@ -37,6 +38,7 @@ const SCHEMAS: { [M in Method]: Record<string, Field> } = {
     blockEnd: { ...INDEX, optional: true },
     maxRows: CELLS,
     maxCols: CELLS,
+    aggregate: { type: 'string', max: 16, enum: GRID_AGGREGATES, optional: true },
   },
   'tensor.block': { modelId: ID, tensor: ID, row: INDEX, block: INDEX },
   'tensor.histogram': { modelId: ID, tensor: ID, bins: { type: 'int', min: 4, max: 1024, optional: true } },

@@ -1,7 +1,8 @@
 // Centre bottom: the selected tensor's rows × blocks heatmap with the metric switch. The service
 // downsamples to the plot's pixel size; zooming asks for the zoomed window again, so detail grows
-// down to one cell per block, where values are exact. Hover shows the cell, and for a single
-// block every stored metric, exactly.
+// down to one cell per block, where values are exact. A cell covering many blocks is coloured by
+// the aggregate picked in the toolbar (by default the one that shows a single bad block). Hover
+// shows the cell, and for a single block every stored metric, exactly.
 import type { PlotMouseEvent, PlotRelayoutEvent } from 'plotly.js';
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import type { GridMetric } from '../../../src/service/protocol';
@@ -9,7 +10,7 @@ import { useActions, useW } from '../context';
 import { eng, exact, exactSci } from '../format';
 import { Plot } from '../Plot';
 import { plotColors, useResolvedTheme } from '../theme';
-import { cellAt, heatmapTrace, METRIC_LABELS, type CellInfo } from './heatmap_data';
+import { aggregateLabel, cellAt, heatmapTrace, METRIC_AGGREGATES, METRIC_LABELS, type CellInfo } from './heatmap_data';
 import { recordTiming } from '../timings';
 
 const PLOT_CONFIG = { showTips: false, displaylogo: false };
@@ -22,6 +23,7 @@ function num(v: unknown): number | null {
 export function Heatmap() {
   const grid = useW((s) => s.grid);
   const metric = useW((s) => s.metric);
+  const aggregate = useW((s) => s.aggregates[s.metric]);
   const model = useW((s) => s.selectedModel);
   const tensor = useW((s) => s.selectedTensor);
   const hover = useW((s) => s.hover);
@@ -139,16 +141,31 @@ export function Heatmap() {
   const needsDiag = metric !== 'scale' && !diagnostics;
   return (
     <div className="heatmap-panel">
-      <div className="toolbar" role="radiogroup" aria-label="heatmap metric">
-        {METRICS.map((m) => (
-          <button key={m} role="radio" aria-checked={metric === m} className={metric === m ? 'on' : ''} onClick={() => void a.setMetric(m)}>
-            {METRIC_LABELS[m]}
-          </button>
-        ))}
-        <span className="muted grow">
-          {grid
-            ? `${grid.totalRows} × ${grid.totalBlocks} blocks · ${grid.exact ? 'exact, 1 cell per block' : `${grid.cellRows} × ${grid.cellBlocks} blocks per cell (zoom for detail)`}`
-            : ''}
+      <div className="toolbar">
+        <span className="metric-switch" role="radiogroup" aria-label="heatmap metric">
+          {METRICS.map((m) => (
+            <button key={m} role="radio" aria-checked={metric === m} className={metric === m ? 'on' : ''} onClick={() => void a.setMetric(m)}>
+              {METRIC_LABELS[m]}
+            </button>
+          ))}
+        </span>
+        {grid && !grid.exact && (
+          <label title="what colours a cell that covers several blocks (exact cells show their block)">
+            cell
+            <select data-testid="heatmap-aggregate" aria-label="cell aggregate" value={aggregate} onChange={(e) => void a.setAggregate(e.target.value as typeof aggregate)}>
+              {METRIC_AGGREGATES[metric].map((g) => (
+                <option key={g} value={g} title={aggregateLabel(metric, g)}>
+                  {g}
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
+        <span
+          className="muted grid-note"
+          title={grid ? (grid.exact ? 'one cell per block: exact values' : `each cell covers ${grid.cellRows} rows × ${grid.cellBlocks} blocks; drag to zoom in for detail`) : undefined}
+        >
+          {grid ? `${grid.totalRows} × ${grid.totalBlocks} blocks · ${grid.exact ? 'exact, 1 cell per block' : `${grid.cellRows}×${grid.cellBlocks} per cell`}` : ''}
           {loading ? ' · loading…' : ''}
         </span>
         {grid && (grid.rowStart > 0 || grid.blockStart > 0 || grid.rowEnd < grid.totalRows || grid.blockEnd < grid.totalBlocks) && (
@@ -169,15 +186,18 @@ export function Heatmap() {
         {cell && (
           <div className="hover-box" data-testid="heatmap-hover">
             <div>
-              {cell.exact ? `row ${cell.rowStart}, block ${cell.blockStart}` : `rows ${cell.rowStart}–${cell.rowEnd - 1}, blocks ${cell.blockStart}–${cell.blockEnd - 1}`}
+              {cell.exact
+                ? `row ${cell.rowStart}, block ${cell.blockStart}`
+                : `${span('row', cell.rowStart, cell.rowEnd)}, ${span('block', cell.blockStart, cell.blockEnd)} · ${cell.blocks.toLocaleString('en-US')} blocks`}
             </div>
             {cell.exact ? (
               <div>
                 {METRIC_LABELS[metric]} = <b>{exact(cell.mean)}</b>
               </div>
             ) : (
-              <div>
-                {METRIC_LABELS[metric]}: mean {eng(cell.mean)} · min {eng(cell.min)} · max {eng(cell.max)}
+              <div data-testid="heatmap-hover-aggregate">
+                {METRIC_LABELS[metric]}, {aggregateLabel(metric, grid?.aggregate ?? aggregate, grid?.center)}: <b>{eng(cell.value)}</b>
+                {cell.valueRow !== null && ` at row ${cell.valueRow}, block ${cell.valueBlock}`} · mean {eng(cell.mean)} · min {eng(cell.min)} · max {eng(cell.max)}
               </div>
             )}
             {cell.exact && hover && hover.row === cell.rowStart && hover.block === cell.blockStart && (
@@ -191,6 +211,11 @@ export function Heatmap() {
       </div>
     </div>
   );
+}
+
+/** "rows 3–9" or "row 3" for the half-open range [a, b). */
+function span(what: string, a: number, b: number): string {
+  return b - a === 1 ? `${what} ${a}` : `${what}s ${a}–${b - 1}`;
 }
 
 /** An integer tick step (1, 2, 5 × 10^k) giving about 8 ticks over `span` blocks or rows. */

@@ -84,7 +84,7 @@ export function TensorDetails() {
         </dd>
         <dt>outliers</dt>
         <dd>
-          <Num id="outlier-count" value={t.outlier_count} text={String(t.outlier_count)} /> <span className="muted">of {count(t.numel)} clipped</span>
+          <Num id="outlier-count" value={t.outlier_count} text={count(t.outlier_count)} /> <span className="muted">of {count(t.numel)} clipped</span>
         </dd>
         <dt>bits/weight</dt>
         <dd>

@@ -2,7 +2,7 @@
 // view are rendered (plus a few either side), so thousands of tensors scroll smoothly.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { useActions, useW } from '../context';
-import { eng, exact, ratio, shape } from '../format';
+import { count, eng, exact, ratio, shape } from '../format';
 import { visibleTensors, type SortKey } from '../store';
 import type { ModelSummary } from '../../../src/service/protocol';
 
@@ -138,7 +138,7 @@ export function TensorTable() {
                 <span className="td num" title={exact(t.mse_before)}>{eng(t.mse_before)}</span>
                 <span className="td num" title={exact(t.mse_after)}>{eng(t.mse_after)}</span>
                 <span className="td num" title={exact(t.improvement_ratio)}>{ratio(t.improvement_ratio)}</span>
-                <span className="td num">{t.outlier_count}</span>
+                <span className="td num">{count(t.outlier_count)}</span>
                 <span className="td num" title={exact(t.bits_per_weight)}>{t.bits_per_weight.toFixed(3)}</span>
               </div>
             );

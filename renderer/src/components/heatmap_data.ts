@@ -1,8 +1,9 @@
 // Turns a GridView into a plotly heatmap trace: the metric's colour transform (log for scales and
 // MSE, log2 around 1 for improvement, linear for outliers) and cell geometry in block/row units,
-// where block b of row r is the unit square centred on (b, r).
+// where block b of row r is the unit square centred on (b, r). A cell's colour is the aggregate
+// the service was asked for (max, extreme, mean, min of the blocks it covers).
 import type { Data } from 'plotly.js';
-import type { GridMetric, GridView } from '../../../src/service/protocol';
+import type { GridAggregate, GridMetric, GridView } from '../../../src/service/protocol';
 import { eng } from '../format';
 
 export const METRIC_LABELS: Record<GridMetric, string> = {
@@ -12,6 +13,24 @@ export const METRIC_LABELS: Record<GridMetric, string> = {
   improvement: 'improvement',
   outliers: 'outliers',
 };
+
+/** The aggregates that make sense per metric, the one that shows outlier blocks first; labels
+ *  for the toolbar's cell control and the hover. */
+export const METRIC_AGGREGATES: Record<GridMetric, GridAggregate[]> = {
+  scale: ['extreme', 'min', 'max', 'mean'],
+  mse_before: ['max', 'mean', 'min'],
+  mse_after: ['max', 'mean', 'min'],
+  improvement: ['extreme', 'min', 'max', 'mean'],
+  outliers: ['max', 'mean'],
+};
+
+/** What the aggregate shows, in words (the hover, the option's title). */
+export function aggregateLabel(metric: GridMetric, a: GridAggregate, center?: number | null): string {
+  if (a !== 'extreme') return a;
+  if (metric === 'improvement') return 'furthest from 1×';
+  if (metric === 'scale') return center ? `furthest from the median ${eng(center)}` : 'furthest from the median';
+  return 'max';
+}
 
 function transform(metric: GridMetric): (v: number) => number | null {
   switch (metric) {
@@ -101,7 +120,7 @@ export function heatmapTrace(g: GridView): Data {
   for (let i = 0; i < g.nRows; i++) {
     const row: (number | null)[] = new Array(g.nCols);
     for (let j = 0; j < g.nCols; j++) {
-      const v = g.mean[i * g.nCols + j];
+      const v = g.value[i * g.nCols + j];
       row[j] = v === null ? null : f(v);
     }
     z.push(row);
@@ -145,9 +164,15 @@ export interface CellInfo {
   rowEnd: number;
   blockStart: number;
   blockEnd: number;
+  /** How many blocks the cell covers. */
+  blocks: number;
   mean: number | null;
   min: number | null;
   max: number | null;
+  /** The coloured value and the block it comes from (null for the mean). */
+  value: number | null;
+  valueRow: number | null;
+  valueBlock: number | null;
   exact: boolean;
 }
 
@@ -157,14 +182,21 @@ export function cellAt(g: GridView, i: number, j: number): CellInfo | null {
   const k = i * g.nCols + j;
   const rowStart = g.rowStart + i * g.cellRows;
   const blockStart = g.blockStart + j * g.cellBlocks;
+  const rowEnd = Math.min(g.rowEnd, rowStart + g.cellRows);
+  const blockEnd = Math.min(g.blockEnd, blockStart + g.cellBlocks);
+  const at = g.valueAt[k];
   return {
     rowStart,
-    rowEnd: Math.min(g.rowEnd, rowStart + g.cellRows),
+    rowEnd,
     blockStart,
-    blockEnd: Math.min(g.blockEnd, blockStart + g.cellBlocks),
+    blockEnd,
+    blocks: (rowEnd - rowStart) * (blockEnd - blockStart),
     mean: g.mean[k],
     min: g.min[k],
     max: g.max[k],
+    value: g.value[k],
+    valueRow: at === null ? null : Math.floor(at / g.totalBlocks),
+    valueBlock: at === null ? null : at % g.totalBlocks,
     exact: g.cellRows === 1 && g.cellBlocks === 1,
   };
 }
