@@ -12,8 +12,9 @@ import { createWorkbenchStore, DEFAULT_AGGREGATES, TOAST_MS, type WorkbenchStore
 import type { Transport } from '../renderer/src/transport';
 import { writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { DEFAULT_AGGREGATE, downsampleGrid, type BlockArrays } from '../src/service/block_data.js';
-import type { GridRequest, GridView, ServiceEvent } from '../src/service/protocol.js';
+import type { GridRequest, GridView } from '../src/service/protocol.js';
 import { WorkbenchService } from '../src/service/service.js';
+import { storeOnService, until } from './helpers/store_harness.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MODEL = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
@@ -98,34 +99,11 @@ describe('colour-bar and axis ticks', () => {
   });
 });
 
-function inProcess(service: WorkbenchService): Transport {
-  const wire = <T>(x: T): T => JSON.parse(JSON.stringify(x));
-  return {
-    request: async (method, params) => wire(await service.request(method, wire(params))) as never,
-    onEvent: (cb) => service.onEvent((e: ServiceEvent) => cb(wire(e))),
-    onConnection: (cb) => {
-      cb('open');
-      return () => undefined;
-    },
-  };
-}
-
-async function until(store: WorkbenchStore, ok: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}; toasts: ${JSON.stringify(store.getState().toasts)}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe('workbench store view state', () => {
   let service: WorkbenchService;
   let store: WorkbenchStore;
   before(async () => {
-    service = new WorkbenchService({ cacheDir: path.join(scratch, 'cache'), mode: 'browser' });
-    await service.openModel(MODEL);
-    store = createWorkbenchStore(inProcess(service));
-    await store.getState().init();
+    ({ service, store } = await storeOnService(path.join(scratch, 'cache'), MODEL));
     await store.getState().calibrateModel(store.getState().selectedModel!);
     await until(store, () => store.getState().profile?.summary.state === 'valid' && store.getState().grid !== null, 'the profile and grid');
   });

@@ -5,34 +5,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createWorkbenchStore, visibleTensors, type WorkbenchStore } from '../renderer/src/store';
-import type { Transport } from '../renderer/src/transport';
-import type { ServiceEvent, TensorRow } from '../src/service/protocol.js';
-import { WorkbenchService } from '../src/service/service.js';
+import { visibleTensors, type WorkbenchStore } from '../renderer/src/store';
+import type { TensorRow } from '../src/service/protocol.js';
+import type { WorkbenchService } from '../src/service/service.js';
+import { storeOnService, until } from './helpers/store_harness.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MODEL = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-store-'));
-
-function inProcess(service: WorkbenchService): Transport {
-  const wire = <T>(x: T): T => JSON.parse(JSON.stringify(x));
-  return {
-    request: async (method, params) => wire(await service.request(method, wire(params))) as never,
-    onEvent: (cb) => service.onEvent((e: ServiceEvent) => cb(wire(e))),
-    onConnection: (cb) => {
-      cb('open');
-      return () => undefined;
-    },
-  };
-}
-
-async function until(store: WorkbenchStore, ok: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}; toasts: ${JSON.stringify(store.getState().toasts)}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 function row(name: string, over: Partial<TensorRow>): TensorRow {
   return {
@@ -55,10 +35,7 @@ describe('workbench store on the real service', () => {
   let service: WorkbenchService;
   let store: WorkbenchStore;
   before(async () => {
-    service = new WorkbenchService({ cacheDir: path.join(scratch, 'cache'), mode: 'browser' });
-    await service.openModel(MODEL);
-    store = createWorkbenchStore(inProcess(service));
-    await store.getState().init();
+    ({ service, store } = await storeOnService(path.join(scratch, 'cache'), MODEL));
   });
   after(async () => {
     await service.shutdown();
