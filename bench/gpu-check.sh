@@ -73,6 +73,7 @@ LINE = {
     'streams': lambda s: f"streams: {s['calls']} calls, 1 thread {s['one_thread_ms']:.0f} ms, {s['threads']} threads {s['threads_ms']:.0f} ms ({s['speedup']}x)",
     'peer': lambda p: f"peer {p['format']}/{p['block']} grid {p['grid']}: eager {p['eager_ms']:.1f} ms, compiled {p.get('compiled_ms', float('nan')):.1f} ms, {p['weights_per_s_best']/1e9:.2f} G w/s, rel MSE {p['rel_mse_best']:.6f}",
     'pipeline_demo': lambda d: f"demo {d['size']}: {d['models']} models, {d['weights']/1e9:.3f} G weights, written in {d['seconds']:.1f} s",
+    'error': lambda e: f"error {e['code']}: {e['message']}",
     'pipeline': lambda p: f"pipeline {p['format']} {p['run']}: {p['seconds']:.2f} s end to end ({p['weights']/p['seconds']/1e9:.2f} G w/s), {p['calibrated']} of {p['models']} calibrated on {','.join(p['backends']) or '?'}, exit {p['exit']}",
 }
 print('\n== summary')

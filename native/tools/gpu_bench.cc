@@ -335,6 +335,10 @@ int main(int argc, char** argv) {
   try {
     std::vector<std::string> files;
     if (cmd == "info") return cmd_info();
+    // What needs the GPU says at once why there is none, rather than failing case after case.
+    if ((cmd == "parity" || cmd == "bench" || cmd == "streams") && !cuda::status().available) {
+      throw CalibError("E_CUDA", cuda::status().reason);
+    }
     if (cmd == "parity") {
       flags(argc, argv, 2, &files);
       return cmd_parity(files);
