@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, mock, test } from 'node:test';
 import { cellAt, heatmapTrace, logTicks, mseAxisTicks } from '../renderer/src/components/heatmap_data';
-import { count, eng, exactSci, stateBadge } from '../renderer/src/format';
+import { count, eng, exactSci, ratio, stateBadge } from '../renderer/src/format';
 import { createWorkbenchStore, DEFAULT_AGGREGATES, TOAST_MS, type WorkbenchStore } from '../renderer/src/store';
 import type { Transport } from '../renderer/src/transport';
 import { writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
@@ -46,6 +46,14 @@ describe('number formats', () => {
   test('counts are shown in full', () => {
     assert.equal(count(11722368), '11,722,368');
     assert.equal(count(9216), '9,216');
+  });
+
+  test('improvement ratios read as plain decimals, below 1× too', () => {
+    assert.equal(ratio(0.97468), '0.9747×');
+    assert.equal(ratio(1.063), '1.063×');
+    assert.equal(ratio(2011.4), '2011×');
+    assert.equal(ratio(null), '∞');
+    assert.equal(ratio(25000), '25.00e3×');
   });
 });
 

@@ -25,7 +25,10 @@ export function count(n: number | null | undefined): string {
 
 /** The improvement ratio: null in a profile means the calibrated error is exactly 0. */
 export function ratio(r: number | null): string {
-  return r === null ? '∞' : `${eng(r)}×`;
+  if (r === null) return '∞';
+  // Plain decimals where ratios live (0.9747×, not 974.7e-3×), engineering notation beyond.
+  const a = Math.abs(r);
+  return a >= 1e-3 && a < 1e4 ? `${r.toPrecision(4)}×` : `${eng(r)}×`;
 }
 
 export function exact(x: number | null | undefined): string {
