@@ -695,3 +695,84 @@ describe('atomic writes', () => {
     assert.deepEqual(await removeStaleTemps(path.join(dir, 'missing')), []);
   });
 });
+
+describe('sharded checkpoints: tensors the index does not list', () => {
+  /** Two shards and an index that lists a.weight and c.weight; shard 1 also holds stray.weight. */
+  async function makeWithStray(): Promise<string> {
+    const dir = tmpDir('unlisted');
+    await writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), [
+      { name: 'a.weight', dtype: 'F32', shape: [2, 2], data: f32([1, 2, 3, 4]) },
+      { name: 'stray.weight', dtype: 'F32', shape: [2, 2], data: f32([5, 6, 7, 8]) },
+    ]);
+    await writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), [{ name: 'c.weight', dtype: 'BF16', shape: [1, 4], data: bytes(8, 4) }]);
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ weight_map: { 'a.weight': 'model-00001-of-00002.safetensors', 'c.weight': 'model-00002-of-00002.safetensors' } }),
+    );
+    fs.writeFileSync(path.join(dir, 'config.json'), '{"model_type":"bert"}');
+    return dir;
+  }
+
+  test('only the listed tensors are the model; the others are reported as unlisted', async () => {
+    const dir = await makeWithStray();
+    const ckpt = await openCheckpoint(dir);
+    try {
+      assert.deepEqual(ckpt.tensors.map((t) => t.name), ['a.weight', 'c.weight']);
+      assert.deepEqual(ckpt.unlisted.map((t) => [t.name, path.basename(t.file)]), [['stray.weight', 'model-00001-of-00002.safetensors']]);
+      assert.equal(ckpt.tensor('stray.weight'), undefined);
+      const a = await ckpt.readTensor(ckpt.tensor('a.weight')!);
+      assert.deepEqual([...new Float32Array(a.buffer, a.byteOffset, 4)], [1, 2, 3, 4]);
+    } finally {
+      await ckpt.close();
+    }
+    // A single file has no index to leave anything out.
+    const single = await openCheckpoint(TINY_MODEL);
+    try {
+      assert.deepEqual(single.unlisted, []);
+    } finally {
+      await single.close();
+    }
+  });
+
+  test('the checkpoint hash still covers whole files, the unlisted bytes included', async () => {
+    const dir = await makeWithStray();
+    const ckpt = await openCheckpoint(dir);
+    let hash: string;
+    try {
+      assert.deepEqual(
+        hashOrder(ckpt).map((f) => f.rel),
+        ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json'],
+      );
+      hash = await checkpointHash(ckpt);
+    } finally {
+      await ckpt.close();
+    }
+    // As docs/numerics.md spells it out: relative path, NUL, size, NUL, bytes, file after file.
+    const h = createHash('sha256');
+    for (const rel of ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']) {
+      const data = fs.readFileSync(path.join(dir, rel));
+      h.update(Buffer.concat([Buffer.from(`${rel}\0${data.length}\0`), data]));
+    }
+    assert.equal(hash, `sha256:${h.digest('hex')}`);
+    // Changing only the unlisted tensor's bytes changes the hash.
+    await writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), [
+      { name: 'a.weight', dtype: 'F32', shape: [2, 2], data: f32([1, 2, 3, 4]) },
+      { name: 'stray.weight', dtype: 'F32', shape: [2, 2], data: f32([5, 6, 7, 9]) },
+    ]);
+    const again = await openCheckpoint(dir);
+    try {
+      assert.notEqual(await checkpointHash(again), hash);
+    } finally {
+      await again.close();
+    }
+  });
+
+  test('a name stored in two shards is still an error, even when the index lists one of them', async () => {
+    const dir = await makeWithStray();
+    await writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), [
+      { name: 'c.weight', dtype: 'BF16', shape: [1, 4], data: bytes(8, 4) },
+      { name: 'stray.weight', dtype: 'F32', shape: [1], data: f32([1]) },
+    ]);
+    await rejectsWith(openCheckpoint(dir), 'E_BAD_CHECKPOINT', ["'stray.weight'", 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+  });
+});

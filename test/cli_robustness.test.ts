@@ -446,3 +446,182 @@ describe('--cache naming a file', () => {
     assert.deepEqual(fs.readdirSync(d).sort(), ['cache', 'pipeline.json']);
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+
+describe('numeric option spellings', () => {
+  test('the option parsers take plain decimal integers and decimals (with exponents), nothing else', async () => {
+    const { intOption, numberOption } = await import('../src/cli/args.js');
+    for (const [v, n] of [['4', 4], ['+4', 4], ['0', 0], ['-0', 0], ['064', 64], ['1024', 1024]] as const) {
+      assert.ok(Object.is(intOption(v, 'threads', 0, 1024), n), `"${v}"`);
+    }
+    for (const v of ['0x10', '0X10', '0b1', '0o7', '1e1', '4.0', ' 4', '4 ', '1_0', '٤', 'Infinity', '-1', '1025', '99999999999999999999', '']) {
+      assert.throws(() => intOption(v, 'threads', 0, 1024), (e: { code?: string; message?: string }) => e.code === 'E_BAD_ARGUMENT' && Boolean(e.message?.includes(`--threads`) && e.message.includes(`"${v}"`)), `"${v}"`);
+    }
+    for (const [v, n] of [['0.05', 0.05], ['5e-2', 0.05], ['5E-2', 0.05], ['.5', 0.5], ['5.', 5], ['+0.5', 0.5], ['-0.5', -0.5], ['1', 1], ['-0', 0], ['1e+0', 1]] as const) {
+      assert.ok(Object.is(numberOption(v, 'bits-tolerance'), n), `"${v}"`);
+    }
+    for (const v of ['0x10', '0b1', '0o7', 'Infinity', '-Infinity', 'NaN', ' 0.5', '0.5 ', '1_0', '5%', '.', 'e3', '1e', '1e400', '0,5', '١']) {
+      assert.throws(
+        () => numberOption(v, 'bits-tolerance'),
+        (e: { code?: string; message?: string }) => e.code === 'E_BAD_ARGUMENT' && Boolean(e.message?.includes('--bits-tolerance') && e.message.includes(`"${v}"`)),
+        `"${v}"`,
+      );
+    }
+  });
+
+  test('every numeric option of every command refuses hexadecimal and other odd spellings with E_BAD_ARGUMENT naming option and value', () => {
+    const d = tmpDir('odd-numbers');
+    const manifest = path.join(d, 'pipeline.json');
+    fs.writeFileSync(manifest, JSON.stringify({ models: [{ id: 'm', path: MODEL }] }));
+    const cache = path.join(d, 'cache');
+    const cases: [string[], string, string][] = [
+      [['calibrate', MODEL, '--format', 'fp4', '--block-policy', 'bits', '--bits-tolerance', '0x10'], 'bits-tolerance', '0x10'],
+      [['calibrate', MODEL, '--format', 'fp4', '--block-policy', 'bits', '--bits-tolerance', 'Infinity'], 'bits-tolerance', 'Infinity'],
+      [['calibrate', MODEL, '--format', 'fp4', '--threads', '0x4'], 'threads', '0x4'],
+      [['calibrate', MODEL, '--format', 'fp4', '--threads', '1e1'], 'threads', '1e1'],
+      [['calibrate', MODEL, '--format', 'fp4', '--block-sizes', '64,0x80'], 'block-sizes', '0x80'],
+      [['calibrate', MODEL, '--format', 'fp4', '--block-sizes', '6.4e1'], 'block-sizes', '6.4e1'],
+      [['calibrate', '--pipeline', manifest, '--format', 'fp4', '--jobs', '0b10'], 'jobs', '0b10'],
+      [['status', MODEL, '--format', 'fp4', '--bits-tolerance', '0o7', '--block-policy', 'bits'], 'bits-tolerance', '0o7'],
+      [['validate', MODEL, '--format', 'fp4', '--threshold', '0x0'], 'threshold', '0x0'],
+      [['attribute', MODEL, '--format', 'fp4', '--threshold', ' 0.9'], 'threshold', ' 0.9'],
+      [['embed', MODEL, '--threads', '0x2'], 'threads', '0x2'],
+      [['demo', '--size', 'tiny', '--out', path.join(d, 'demo'), '--seed', '0x10'], 'seed', '0x10'],
+      [['serve', '--no-open', '--port', '0x50'], 'port', '0x50'],
+    ];
+    for (const [args, option, value] of cases) {
+      const takesCache = args[0] !== 'demo' && args[0] !== 'embed';
+      expectError(cli([...args, ...(takesCache ? ['--cache', cache] : []), '--json']), 'E_BAD_ARGUMENT', 2, [`--${option}`, `"${value}"`]);
+    }
+    assert.deepEqual(tree(d), ['pipeline.json'], 'nothing calibrated or written');
+  });
+
+  test('the documented spellings still work: 5e-2, 0.05, --block-sizes 64,128, --threads 1', () => {
+    const cache = tmpDir('plain-numbers');
+    const r = cli(['calibrate', MODEL, '--format', 'fp4', '--block-sizes', '64,128', '--block-policy', 'bits', '--bits-tolerance', '5e-2', '--threads', '1', '--cache', cache, '--json']);
+    assert.equal(r.status, 0, describeRun(r));
+    const j = oneJsonLine(r);
+    assert.equal(j.profile.config.bits_tolerance, 0.05);
+    assert.deepEqual(j.profile.config.block_sizes, [64, 128]);
+    // The same config spelt as a plain decimal names the same profile.
+    const again = oneJsonLine(cli(['calibrate', MODEL, '--format', 'fp4', '--block-sizes', '64,128', '--block-policy', 'bits', '--bits-tolerance', '0.05', '--cache', cache, '--json']));
+    assert.equal(again.cached, true);
+    assert.equal(again.profile_path, j.profile_path);
+  });
+});
+
+describe('pipeline ids whose cache folders collide on other file systems', () => {
+  function manifestWith(ids: string[]): { manifest: string; cache: string } {
+    const d = tmpDir('case-ids');
+    const manifest = path.join(d, 'pipeline.json');
+    fs.writeFileSync(manifest, JSON.stringify({ models: ids.map((id) => ({ id, path: MODEL })) }));
+    return { manifest, cache: path.join(d, 'cache') };
+  }
+
+  test('ids that differ only in case are refused before anything is written, naming both', () => {
+    for (const [a, b] of [
+      ['BGE', 'bge'],
+      ['org/MiniLM', 'org_minilm'],
+      ['bge.', 'bge'],
+      ['Bge..', 'bge'],
+    ]) {
+      const { manifest, cache } = manifestWith(['other', a, b]);
+      for (const cmd of ['calibrate', 'status']) {
+        const e = expectError(cli([cmd, '--pipeline', manifest, '--format', 'fp4', '--cache', cache, '--json']), 'E_BAD_ARGUMENT', 2, [manifest, `'${a}'`, `'${b}'`]);
+        assert.match(e.message, a.toLowerCase() === b.toLowerCase() || a.includes('/') ? /case-insensitive/ : /Windows/);
+        assert.deepEqual(e.details.ids, [a, b]);
+      }
+      assert.equal(fs.existsSync(cache), false, 'nothing written');
+    }
+  });
+
+  test('ids whose folders differ in more than case are fine', () => {
+    const { manifest, cache } = manifestWith(['bge', 'bge-large', 'BGE.v2', 'bge_v3']);
+    const r = cli(['status', '--pipeline', manifest, '--format', 'fp4', '--cache', cache, '--json']);
+    assert.equal(r.status, 0, describeRun(r));
+  });
+});
+
+describe('a sharded checkpoint with tensors its index does not list', () => {
+  test('calibrate calibrates what the index lists; the profile names the tensors it skipped', () => {
+    const d = tmpDir('unlisted');
+    const weights = (seed: number) => new Uint8Array(new Float32Array(64 * 128).map((_, i) => Math.sin(i * 0.37 + seed) * 0.05).buffer);
+    fs.writeFileSync(
+      path.join(d, 'model-00001-of-00002.safetensors'),
+      encodeSafetensors([
+        { name: 'a.weight', dtype: 'F32', shape: [64, 128], data: weights(1) },
+        { name: 'stray.weight', dtype: 'F32', shape: [64, 128], data: weights(2) },
+      ]),
+    );
+    fs.writeFileSync(path.join(d, 'model-00002-of-00002.safetensors'), encodeSafetensors([{ name: 'b.weight', dtype: 'F32', shape: [64, 128], data: weights(3) }]));
+    fs.writeFileSync(
+      path.join(d, 'model.safetensors.index.json'),
+      JSON.stringify({ weight_map: { 'a.weight': 'model-00001-of-00002.safetensors', 'b.weight': 'model-00002-of-00002.safetensors' } }),
+    );
+    const out = path.join(tmpDir('unlisted-out'), 'profile');
+    const r = cli(['calibrate', d, '--format', 'fp4', '--out', out, '--json']);
+    assert.equal(r.status, 0, describeRun(r));
+    const j = oneJsonLine(r);
+    assert.deepEqual(Object.keys(j.profile.tensor_calibrations).sort(), ['a.weight', 'b.weight']);
+    const stray = j.profile.skipped_tensors.filter((t: { name: string }) => t.name === 'stray.weight');
+    assert.equal(stray.length, 1, JSON.stringify(j.profile.skipped_tensors));
+    assert.equal(stray[0].reason, "stored in model-00001-of-00002.safetensors but not listed in model.safetensors.index.json's weight_map");
+
+    const cache = tmpDir('unlisted-cache');
+    const human = cli(['calibrate', d, '--format', 'fp4', '--cache', cache]);
+    assert.equal(human.status, 0, describeRun(human));
+    assert.match(human.stdout, /skipped 1 tensor \(stored in model-00001-of-00002\.safetensors but not listed in model\.safetensors\.index\.json's weight_map; see profile\.json\)/);
+  });
+});
+
+describe('validate --profile on a read-only profile folder', () => {
+  const ro = readOnlyRunner();
+  if (ro.skip) console.log(`# read-only profile tests skipped: ${ro.skip}`);
+  const queries = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'queries.txt');
+
+  /** A model and a profile exported with --out, in a fresh folder; `writableParent` lets anyone write beside the profile. */
+  function exported(label: string, writableParent: boolean): { parent: string; model: string; out: string } {
+    const parent = tmpDir(label);
+    const model = copyModel(path.join(parent, 'model'));
+    const out = path.join(parent, 'exports', 'profile');
+    const r = cli(['calibrate', model, '--format', 'fp4', '--out', out, '--json']);
+    assert.equal(r.status, 0, describeRun(r));
+    fs.copyFileSync(queries, path.join(parent, 'queries.txt'));
+    if (writableParent) fs.chmodSync(path.dirname(out), 0o777);
+    return { parent, model, out };
+  }
+
+  test('the validation is reported, with a note that it was not recorded; nothing in the folder changes', { skip: ro.skip }, () => {
+    // No one but the owner may write beside the profile (the lock cannot be taken), or only the
+    // profile folder itself is closed (the lock is taken, profile.json cannot be replaced).
+    for (const writableParent of [false, true]) {
+      const { parent, model, out } = exported(`ro-profile-${writableParent}`, writableParent);
+      const closed = writableParent ? out : path.dirname(out);
+      const before = stamps(out);
+      const q = path.join(parent, 'queries.txt');
+
+      const r = ro.run(['validate', model, '--profile', out, '--queries', q, '--threshold', '0', '--json'], closed);
+      assert.equal(r.status, 0, describeRun(r));
+      const v = oneJsonLine(r);
+      assert.equal(v.passed, true);
+      assert.equal(v.stored, false);
+      assert.match(v.store_note, /not recorded: the profile folder .* is read-only \(E(ACCES|PERM|ROFS)\)/);
+      assert.ok(v.store_note.includes(out), v.store_note);
+
+      const human = ro.run(['validate', model, '--profile', out, '--queries', q, '--threshold', '0'], closed);
+      assert.equal(human.status, 0, describeRun(human));
+      assert.match(human.stdout, /passed/);
+      assert.match(human.stdout, /not recorded: the profile folder .* is read-only/);
+
+      // A result below the threshold still exits 1, as it would with a writable profile.
+      const drift = ro.run(['validate', model, '--profile', out, '--queries', q, '--threshold', '1', '--json'], closed);
+      expectError(drift, 'E_SEMANTIC_DRIFT', 1);
+
+      assert.deepEqual(stamps(out), before, 'the profile is unchanged');
+      assert.deepEqual(fs.readdirSync(path.dirname(out)), ['profile'], 'no lock or temporary file left beside it');
+      const onDisk = JSON.parse(fs.readFileSync(path.join(out, 'profile.json'), 'utf8'));
+      assert.equal(onDisk.semantic_correlation, null);
+    }
+  });
+});

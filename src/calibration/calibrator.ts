@@ -1,5 +1,6 @@
 // The specification's QuantizationCalibrator: calibrate one tensor or a whole checkpoint,
 // streaming tensors one at a time (the next one is read while the current one is searched).
+import path from 'node:path';
 import fs from 'node:fs';
 import { checkpointHash } from '../checkpoints/hash.js';
 import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
@@ -259,7 +260,9 @@ export class QuantizationCalibrator {
     }
   }
 
-  /** Splits the checkpoint's tensors into those to calibrate and those reported as skipped. */
+  /** Splits the checkpoint's tensors into those to calibrate and those reported as skipped (with
+   *  the tensors a sharded checkpoint stores but its index does not list: transformers does not
+   *  load them either). */
   plan(ckpt: Checkpoint): { todo: TensorInfo[]; skipped: SkippedTensor[] } {
     const todo: TensorInfo[] = [];
     const skipped: SkippedTensor[] = [];
@@ -267,6 +270,11 @@ export class QuantizationCalibrator {
       const d = this.filter.decide(t.name, t.dtype, t.shape);
       if (d.quantize) todo.push(t);
       else skipped.push({ name: t.name, dtype: t.dtype, shape: t.shape, reason: d.reason });
+    }
+    const index = path.basename(ckpt.indexPath ?? 'the index');
+    for (const t of ckpt.unlisted) {
+      const file = path.relative(ckpt.root, t.file).split(path.sep).join('/');
+      skipped.push({ name: t.name, dtype: t.dtype, shape: t.shape, reason: `stored in ${file} but not listed in ${index}'s weight_map` });
     }
     return { todo, skipped };
   }

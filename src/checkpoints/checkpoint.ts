@@ -20,8 +20,17 @@ export interface Checkpoint {
   configPath: string | null;
   /** The sharded index file, when the checkpoint is sharded. */
   indexPath: string | null;
-  /** Every tensor: files in `files` order, header order within a file. */
+  /**
+   * Every tensor of the model: files in `files` order, header order within a file. For a sharded
+   * checkpoint, only the tensors its index's weight_map lists (what transformers loads).
+   */
   tensors: TensorInfo[];
+  /**
+   * Sharded checkpoints: tensors stored in a shard that the index does not list, ignored (not
+   * calibrated, not in `tensor()`). Their bytes still count in the checkpoint hash, which covers
+   * whole files. Empty for a single file.
+   */
+  unlisted: TensorInfo[];
   tensor(name: string): TensorInfo | undefined;
   /** The tensor's bytes; into `into` when it is large enough (SafetensorsFile.readTensor). */
   readTensor(info: TensorInfo, into?: Buffer): Promise<Buffer>;
@@ -188,7 +197,8 @@ async function readIndex(indexPath: string, root: string): Promise<Map<string, s
 /**
  * Opens a checkpoint. Errors: E_NOT_FOUND for a missing path or a folder without safetensors
  * weights; E_BAD_CHECKPOINT for a malformed file or index, a missing shard, a tensor missing from
- * its shard, or a tensor name present in two shards.
+ * its shard, or a tensor name present in two shards. Tensors in a shard that the index does not
+ * list are left out of `tensors` (see `unlisted`).
  */
 export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
   const layout = await resolveLayout(path.resolve(pathArg));
@@ -201,9 +211,12 @@ export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
 
     const byName = new Map<string, TensorInfo>();
     const tensors: TensorInfo[] = [];
+    const unlisted: TensorInfo[] = [];
+    const listed = shardTensors ? new Set([...shardTensors].flatMap(([file, names]) => names.map((n) => `${file}\0${n}`))) : null;
     for (const sf of opened) {
       for (const t of sf.tensors) {
         const prior = byName.get(t.name);
+        // Two tensors of one name stay an error even when the index picks one: which is meant is unclear.
         if (prior) {
           throw new CalibscopeError(
             'E_BAD_CHECKPOINT',
@@ -212,9 +225,11 @@ export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
           );
         }
         byName.set(t.name, t);
-        tensors.push(t);
+        if (listed && !listed.has(`${t.file}\0${t.name}`)) unlisted.push(t);
+        else tensors.push(t);
       }
     }
+    for (const t of unlisted) byName.delete(t.name);
     if (shardTensors) {
       for (const [file, names] of shardTensors) {
         for (const name of names) {
@@ -240,6 +255,7 @@ export async function openCheckpoint(pathArg: string): Promise<Checkpoint> {
       configPath,
       indexPath: layout.index,
       tensors,
+      unlisted,
       tensor: (name) => byName.get(name),
       readTensor: async (info, into) => {
         const sf = byFile.get(info.file);

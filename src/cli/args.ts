@@ -49,22 +49,27 @@ export function parseArgs(argv: readonly string[], spec: OptionSpec): ParsedArgs
   return { positionals, options };
 }
 
+// One grammar per kind, so that a value means what it reads as: Number() alone would take "0x10"
+// as 16, "0b1" as 1, " 5 " as 5 and "1e3" as an integer.
+const INTEGER = /^[+-]?[0-9]+$/;
+const DECIMAL = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
+
 export function intOption(v: string | boolean | undefined, name: string, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) {
-    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be an integer in ${min}..${max}, got "${String(v)}"`);
+  const n = typeof v === 'string' && INTEGER.test(v) ? Number(v) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be an integer in ${min}..${max} (decimal digits), got "${String(v)}"`, { option: name, value: v });
   }
-  return n;
+  return n + 0; // -0 → 0
 }
 
 export function numberOption(v: string | boolean | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) {
-    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be a number, got "${String(v)}"`);
+  const n = typeof v === 'string' && DECIMAL.test(v) ? Number(v) : NaN;
+  if (!Number.isFinite(n)) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', `--${name} must be a decimal number (such as 0.05 or 5e-2), got "${String(v)}"`, { option: name, value: v });
   }
-  return n;
+  return n + 0;
 }
 
 export function listOption(v: string | boolean | undefined, name: string): string[] | undefined {
@@ -77,7 +82,13 @@ export function blockSizesOption(v: string | boolean | undefined): number[] | un
   const items = listOption(v, 'block-sizes');
   if (!items) return undefined;
   return items.map((s) => {
-    if (!/^\d+$/.test(s)) throw new CalibscopeError('E_BAD_BLOCK_SIZE', `--block-sizes: "${s}" is not a positive integer`);
+    // A malformed number is a bad argument; a well-formed size the format does not allow is E_BAD_BLOCK_SIZE (later).
+    if (!/^[0-9]+$/.test(s)) {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `--block-sizes: "${s}" is not a positive integer in decimal digits (in "${String(v)}")`, {
+        option: 'block-sizes',
+        value: v,
+      });
+    }
     return Number(s);
   });
 }

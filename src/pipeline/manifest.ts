@@ -56,6 +56,15 @@ function typoOf(key: string): string | undefined {
 }
 const MAX_MANIFEST_BYTES = 16 << 20;
 
+/**
+ * What a cache folder name is on the strictest file system a cache may live on or be copied to:
+ * macOS and Windows compare names without case, and Windows drops trailing dots ("bge." is "bge").
+ * safeModelId leaves only ASCII letters, digits, '.', '_' and '-', so no other folding applies.
+ */
+function folderKey(folder: string): string {
+  return folder.toLowerCase().replace(/\.+$/, '');
+}
+
 function fail(file: string, message: string, extra: Record<string, unknown> = {}): CalibscopeError {
   return new CalibscopeError('E_BAD_ARGUMENT', `${file}: ${message}`, { file, ...extra });
 }
@@ -97,7 +106,7 @@ export async function loadManifest(fileArg: string): Promise<PipelineManifest> {
   const root = path.dirname(file);
   const out: PipelineEntry[] = [];
   const byId = new Map<string, number>();
-  const byFolder = new Map<string, string>();
+  const byFolder = new Map<string, { id: string; folder: string }>();
   for (let i = 0; i < models.length; i++) {
     const m = models[i] as Record<string, unknown>;
     const where = `models[${i}]`;
@@ -116,9 +125,18 @@ export async function loadManifest(fileArg: string): Promise<PipelineManifest> {
     if (byId.has(id)) throw fail(file, `${named}: id '${id}' is repeated (first at models[${byId.get(id)}])`, { model: id });
     byId.set(id, i);
     const folder = safeModelId(id);
-    const other = byFolder.get(folder);
-    if (other !== undefined) throw fail(file, `${named}: ids '${other}' and '${id}' would share the cache folder '${folder}'`, { model: id });
-    byFolder.set(folder, id);
+    const prior = byFolder.get(folderKey(folder));
+    if (prior !== undefined) {
+      const how =
+        prior.folder === folder
+          ? `would share the cache folder '${folder}'`
+          : prior.folder.toLowerCase() === folder.toLowerCase()
+            ? `name the cache folders '${prior.folder}' and '${folder}', which differ only in case: one folder on case-insensitive file systems (macOS, Windows)`
+            : `name the cache folders '${prior.folder}' and '${folder}', which are one folder on Windows (it drops trailing dots` +
+              (prior.folder.replace(/\.+$/, '') === folder.replace(/\.+$/, '') ? ')' : ', and compares names without case, as macOS does)');
+      throw fail(file, `${named}: ids '${prior.id}' and '${id}' ${how}; give them distinct ids`, { model: id, ids: [prior.id, id] });
+    }
+    byFolder.set(folderKey(folder), { id, folder });
     if (typeof m.path !== 'string' || m.path === '') throw fail(file, `${named}: "path" must be a non-empty string`, { model: id });
     const abs = path.resolve(root, m.path);
     if (!fs.existsSync(abs)) {

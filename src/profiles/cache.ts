@@ -11,7 +11,7 @@ import type { CalibrationConfig, ModelCalibrationProfile } from '../calibration/
 import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { calibrationStatsCached, resolveCalibrationQueries, STATS_DIR, type CalibrationStats } from '../semantic/calibration_stats.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
-import { CalibscopeError } from '../util/errors.js';
+import { CalibscopeError, readOnlyErrno } from '../util/errors.js';
 import { HASH_CACHE_DIR, currentCheckpointHash } from './hash_cache.js';
 import { pidAlive } from '../util/atomic.js';
 import { acquireLock, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
@@ -24,15 +24,6 @@ const LEFTOVER_RE = /^\.(.+)\.(tmp|old)-(\d+)-[0-9a-f]+$|^\.(.+)\.lock\.stale-(\
 function ioError(cacheDir: string, err: unknown): CalibscopeError {
   const e = err as NodeJS.ErrnoException;
   return new CalibscopeError('E_IO', `cache folder ${cacheDir} is not writable: ${e.message}`, { path: cacheDir, errno: e.code });
-}
-
-/** The errors that mean "this cache cannot be written" (a read-only mount, another user's files). */
-const READ_ONLY_ERRNOS = new Set(['EACCES', 'EPERM', 'EROFS']);
-
-function readOnlyErrno(err: unknown): string | null {
-  const e = err as { code?: unknown; details?: { errno?: unknown } };
-  const code = err instanceof CalibscopeError ? e.details?.errno : e?.code;
-  return typeof code === 'string' && READ_ONLY_ERRNOS.has(code) ? code : null;
 }
 
 /**

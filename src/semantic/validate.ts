@@ -7,7 +7,7 @@ import { DEFAULT_CORRELATION_THRESHOLD } from '../calibration/config.js';
 import type { ModelCalibrationProfile } from '../calibration/types.js';
 import type { NativeActQuantStats, SchemeName } from '../native/index.js';
 import { profileStatus, updateProfile } from '../profiles/store.js';
-import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
+import { CalibscopeError, asCalibscopeError, readOnlyErrno } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { loadSemanticModel, type SemanticModel } from './model.js';
 import { planQuantized, quantizedWeights, type QuantizedPlan, type ScalesSource } from './quantized.js';
@@ -402,7 +402,11 @@ export async function validateSemanticAlignment(
         result.stored = true;
       } catch (err) {
         const e = asCalibscopeError(err);
+        const errno = readOnlyErrno(err);
         if (e.details.signedOff) result.store_note = `not recorded: ${e.message}`;
+        // A profile handed over read-only (another user's, a read-only mount) is still worth
+        // validating: the result is reported, only not kept.
+        else if (errno) result.store_note = `not recorded: the profile folder ${dir} is read-only (${errno})`;
         else throw e;
       }
     }

@@ -47,3 +47,13 @@ export function asCalibscopeError(err: unknown): CalibscopeError {
   }
   return new CalibscopeError(code, message);
 }
+
+/** The errno of a write refused because the place is read-only (EACCES, EPERM, EROFS), from a raw
+ *  fs error or a CalibscopeError's details.errno (as the lock reports it); else null. */
+export function readOnlyErrno(err: unknown): string | null {
+  const e = err as { code?: unknown; details?: { errno?: unknown } } | null;
+  for (const code of [e?.code, e?.details?.errno]) {
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return code;
+  }
+  return null;
+}

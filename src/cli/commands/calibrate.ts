@@ -102,7 +102,11 @@ function printProfile(ctx: CommandContext, profile: ModelCalibrationProfile, tai
       `${profile.format}, overall MSE ${eng(profile.overall_mse_before)} → ${eng(profile.overall_mse)} ` +
       `(${ratioText(improvementRatio(profile.overall_mse_before, profile.overall_mse))})${modeText(profile)} ${tail}`,
   );
-  if (profile.skipped_tensors.length > 0) ctx.out(`skipped ${profile.skipped_tensors.length} tensors (1-D or unsupported; see profile.json)`);
+  if (profile.skipped_tensors.length > 0) {
+    const reasons = [...new Set(profile.skipped_tensors.map((t) => t.reason))];
+    const n = profile.skipped_tensors.length;
+    ctx.out(`skipped ${n} tensor${n === 1 ? '' : 's'} (${reasons.slice(0, 3).join('; ')}${reasons.length > 3 ? '; …' : ''}; see profile.json)`);
+  }
 }
 
 function cacheOption(options: Record<string, string | boolean | undefined>): string {
