@@ -6,9 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, mock, test } from 'node:test';
-import { cellAt, heatmapTrace, logTicks, mseAxisTicks } from '../renderer/src/components/heatmap_data';
+import { cellAt, heatmapTrace, logAxis, logTicks } from '../renderer/src/components/heatmap_data';
 import { count, eng, exactSci, ratio, stateBadge } from '../renderer/src/format';
-import { createWorkbenchStore, DEFAULT_AGGREGATES, TOAST_MS, type WorkbenchStore } from '../renderer/src/store';
+import { createWorkbenchStore, DEFAULT_AGGREGATES, RERUN_FORM_DEFAULTS, rerunSettings, TOAST_MS, type WorkbenchStore } from '../renderer/src/store';
 import type { Transport } from '../renderer/src/transport';
 import { writeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { DEFAULT_AGGREGATE, downsampleGrid, type BlockArrays } from '../src/service/block_data.js';
@@ -96,14 +96,6 @@ describe('colour-bar and axis ticks', () => {
     // Over decades the ticks stay powers.
     assert.deepEqual(logTicks(-7, -3, 10).ticktext, ['100e-9', '1e-6', '10e-6', '100e-6', '1e-3']);
     assert.deepEqual(logTicks(-3, 3, 2).ticktext, ['0.125×', '0.25×', '0.5×', '1×', '2×', '4×', '8×']);
-  });
-
-  test('the MSE axis labels every tick with its exponent', () => {
-    const t = mseAxisTicks([40.41e-6, 38.31e-6, 26.82e-6, 25.03e-6, 0])!;
-    assert.ok(t.tickvals.length >= 3);
-    for (const v of t.tickvals) assert.ok(v >= 25e-6 && v <= 40.5e-6, String(v));
-    for (const s of t.ticktext) assert.match(s, /e-6$/);
-    assert.equal(mseAxisTicks([0, NaN]), null);
   });
 });
 
@@ -343,5 +335,92 @@ describe('toasts', () => {
     s.toast('error', 'boom', 'E_X');
     s.dismissToast(store.getState().toasts[0].id);
     assert.equal(store.getState().toasts.length, 0);
+  });
+});
+
+describe('MSE-by-tensor log axis', () => {
+  const encloses = (ax: NonNullable<ReturnType<typeof logAxis>>, values: number[]) => {
+    const pos = values.filter((v) => v > 0);
+    const lo = Math.min(...pos);
+    const hi = Math.max(...pos);
+    assert.ok(ax.tickvals[0] <= lo, `first tick ${ax.tickvals[0]} above the smallest value ${lo}`);
+    assert.ok(ax.tickvals.at(-1)! >= hi, `last tick ${ax.tickvals.at(-1)} below the largest value ${hi}`);
+    assert.ok(Math.abs(ax.range[0] - Math.log10(ax.tickvals[0])) < 1e-12);
+    assert.ok(Math.abs(ax.range[1] - Math.log10(ax.tickvals.at(-1)!)) < 1e-12);
+    assert.equal(ax.ticktext.length, ax.tickvals.length);
+    assert.ok(ax.tickvals.length >= 3 && ax.tickvals.length <= 9, JSON.stringify(ax.ticktext));
+    for (let i = 1; i < ax.tickvals.length; i++) assert.ok(ax.tickvals[i] > ax.tickvals[i - 1]);
+  };
+
+  test('a value below the old lowest label (3.9e-6 beside 10e-6 … 53e-6) gets a label under it', () => {
+    const values = [53.73e-6, 51.01e-6, 42.87e-6, 40.6e-6, 29.9e-6, 27.8e-6, 6.6e-6, 3.9e-6];
+    const ax = logAxis(values)!;
+    encloses(ax, values);
+    assert.deepEqual(ax.ticktext, ['2e-6', '5e-6', '10e-6', '20e-6', '50e-6', '100e-6']);
+  });
+
+  test('a narrow range gets linear steps enclosing it, labelled with the exponent', () => {
+    const values = [40.41e-6, 38.31e-6, 26.82e-6, 25.03e-6, 0];
+    const ax = logAxis(values)!;
+    encloses(ax, values);
+    assert.deepEqual(ax.ticktext, ['25e-6', '30e-6', '35e-6', '40e-6', '45e-6']);
+    const tight = [38.1e-6, 39.9e-6];
+    encloses(logAxis(tight)!, tight);
+    const one = [12.5e-6];
+    encloses(logAxis(one)!, one);
+  });
+
+  test('many decades get powers of ten; nothing positive gives no axis', () => {
+    const values = [3e-12, 4e-9, 2e-5, 7e-3];
+    const ax = logAxis(values)!;
+    encloses(ax, values);
+    for (const v of ax.tickvals) assert.ok(Number.isInteger(Math.round(Math.log10(v) * 1e9) / 1e9));
+    assert.equal(logAxis([0, NaN, -1]), null);
+  });
+});
+
+describe('re-run form on a tensor change', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-rerun-form-'));
+  let service: WorkbenchService;
+  let store: WorkbenchStore;
+  before(async () => {
+    ({ service, store } = await storeOnService(path.join(dir, 'cache'), MODEL));
+    await store.getState().calibrateModel(store.getState().selectedModel!);
+    await until(store, () => store.getState().profile?.summary.state === 'valid' && store.getState().selectedTensor !== null, 'the profile');
+  });
+  after(async () => {
+    await service.shutdown();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('every field goes back to "as profile" when another tensor is selected', async () => {
+    const s = store.getState();
+    const [first, second] = s.profile!.tensors.map((t) => t.tensor_name).filter((n) => n !== s.selectedTensor);
+    await s.selectTensor(first);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
+    s.setRerunForm({ format: 'fp8_e4m3' });
+    s.setRerunForm({ blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' });
+    const chosen = { format: 'fp8_e4m3', blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' };
+    assert.deepEqual(store.getState().rerunForm, chosen);
+    assert.deepEqual(rerunSettings(store.getState().rerunForm), { format: 'fp8_e4m3', blockSizes: [32], policy: 'bits', search: 'naive', mode: 'activation-aware' });
+    // The same tensor again (its profile reloaded) keeps the choices.
+    await s.selectTensor(first);
+    assert.deepEqual(store.getState().rerunForm, chosen);
+    await s.selectTensor(second);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
+    assert.deepEqual(rerunSettings(store.getState().rerunForm), {});
+  });
+
+  test('a new format drops the block size (the sizes differ per format); other fields stay', () => {
+    const s = store.getState();
+    s.setRerunForm({ format: 'fp8_e4m3', blockSize: '64', policy: 'bits' });
+    s.setRerunForm({ format: 'fp8_e5m2' });
+    assert.deepEqual(store.getState().rerunForm, { ...RERUN_FORM_DEFAULTS, format: 'fp8_e5m2', policy: 'bits' });
+  });
+
+  test('selecting another model resets the form too', async () => {
+    store.getState().setRerunForm({ search: 'ternary', mode: 'entropy-aware' });
+    await store.getState().selectModel(store.getState().selectedModel);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
   });
 });

@@ -438,3 +438,123 @@ describe('workbench service: calibration modes (bert-tiny-a, fp4, serve --mode a
     assert.match(!out.ok ? out.error.message : '', /"mode" must be one of static, activation-aware, entropy-aware/);
   });
 });
+
+describe('workbench service: the |x·s| histogram cache (bert-tiny-a copied, fp4)', () => {
+  // The module object itself, so that mock.method counts the service's calls of the real function.
+  const histogramModule = require('../src/service/histogram.js') as typeof import('../src/service/histogram.js');
+  const { mock } = require('node:test') as typeof import('node:test');
+  const dir = path.join(scratch, 'histogram-cache');
+  const model = path.join(dir, 'model');
+  let service: WorkbenchService;
+  let modelId: string;
+  let computed: { mock: { callCount(): number } };
+  const tensor = 'encoder.layer.0.attention.self.query.weight';
+
+  before(async () => {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.cpSync(MODEL, model, { recursive: true });
+    service = new WorkbenchService({ cacheDir: path.join(dir, 'cache'), mode: 'browser' });
+    modelId = (await service.call('workspace.openModel', { path: model })).models[0].id;
+    const done = await run(service, await service.call('calibrate.model', { modelId }));
+    assert.equal(done.status, 'done', JSON.stringify(done.error));
+    computed = mock.method(histogramModule, 'scaledHistogram');
+  });
+  after(async () => {
+    mock.restoreAll();
+    await service.shutdown();
+  });
+
+  const histogram = (bins = 32) => service.call('tensor.histogram', { modelId, tensor, bins });
+
+  test('re-selecting a tensor is served from the cache; concurrent requests share one computation', async () => {
+    const n0 = computed.mock.callCount();
+    const [a, b] = await Promise.all([histogram(), histogram()]);
+    assert.equal(computed.mock.callCount(), n0 + 1);
+    const c = await histogram();
+    assert.equal(computed.mock.callCount(), n0 + 1, 'the second selection computes nothing');
+    assert.deepEqual(c, a);
+    assert.deepEqual(b, a);
+    await histogram(48);
+    assert.equal(computed.mock.callCount(), n0 + 2, 'another bin count is another histogram');
+  });
+
+  test('a kept re-run, a sign-off and a recalibration elsewhere never serve the old histogram', async () => {
+    const old = await histogram();
+    const t = (await service.call('profile.get', { modelId })).tensors.find((x) => x.tensor_name === tensor)!;
+    const other = t.block_size === 128 ? 64 : 128;
+    const job = await run(service, await service.call('calibrate.tensor', { modelId, tensor, blockSizes: [other] }));
+    await service.call('rerun.keep', { rerunId: job.rerun!.rerunId });
+    let n = computed.mock.callCount();
+    const kept = await histogram();
+    assert.equal(computed.mock.callCount(), n + 1);
+    const now = (await service.call('profile.get', { modelId })).tensors.find((x) => x.tensor_name === tensor)!;
+    assert.equal(now.block_size, other);
+    assert.equal(kept.clipped, now.outlier_count, 'the histogram follows the kept scales');
+    assert.notDeepEqual(kept.counts, old.counts);
+
+    n = computed.mock.callCount();
+    await service.call('signoff.submit', { modelId, reviewer: 'Ada', decision: 'approved', note: '' });
+    assert.deepEqual(await histogram(), kept);
+    assert.equal(computed.mock.callCount(), n + 1, 'profile.json was rewritten: computed again');
+
+    // Recalibrated behind this service's back (as `calibscope calibrate` on the same cache does):
+    // no event tells it, so only the key can.
+    const elsewhere = new WorkbenchService({ cacheDir: path.join(dir, 'cache'), mode: 'browser' });
+    await elsewhere.call('workspace.openModel', { path: model });
+    const recal = await run(elsewhere, await elsewhere.call('calibrate.model', { modelId, force: true }));
+    await elsewhere.shutdown();
+    assert.equal(recal.status, 'done', JSON.stringify(recal.error));
+    n = computed.mock.callCount();
+    const fresh = await histogram();
+    assert.equal(computed.mock.callCount(), n + 1);
+    const back = (await service.call('profile.get', { modelId })).tensors.find((x) => x.tensor_name === tensor)!;
+    assert.equal(fresh.clipped, back.outlier_count);
+  });
+
+  test('a checkpoint rewritten in place (same size, mtime put back) is read again', async () => {
+    const before = await histogram();
+    assert.ok(before.counts.slice(1).some((c) => c > 0));
+    const file = path.join(model, 'model.safetensors');
+    const f = await SafetensorsFile.open(file);
+    const info = f.tensor(tensor)!;
+    await f.close();
+    const st = fs.statSync(file);
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.alloc(info.byteLength), 0, info.byteLength, info.byteOffset);
+    fs.closeSync(fd);
+    fs.utimesSync(file, st.atime, st.mtime);
+    const n = computed.mock.callCount();
+    const zeroed = await histogram();
+    assert.equal(computed.mock.callCount(), n + 1);
+    assert.equal(zeroed.counts[0], zeroed.total, 'every |x·s| of a zeroed tensor is 0');
+    assert.equal(zeroed.clipped, 0);
+  });
+
+  test('the histogram yields to the event loop between slices and counts the same as in one go', async () => {
+    const { loadProfile } = await import('../src/profiles/store.js');
+    const { readBlockArrays } = await import('../src/service/block_data.js');
+    const profileDir = (await service.call('workspace.get', {})).models[0].profilePath!;
+    const profile = await loadProfile(profileDir, { verifyScales: false });
+    const f = await SafetensorsFile.open(path.join(MODEL, 'model.safetensors'));
+    const t = f.tensor('embeddings.word_embeddings.weight')!;
+    const bytes = await f.readTensor(t);
+    await f.close();
+    const blocks = await readBlockArrays(profileDir, profile, t.name);
+    const result = profile.tensor_calibrations[t.name];
+    const dtype = t.dtype;
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      turns++;
+      if (!done) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const sliced = await histogramModule.scaledHistogram(bytes, dtype, blocks, result, 64, { yieldEvery: 4096 });
+    done = true;
+    const whole = await histogramModule.scaledHistogram(bytes, dtype, blocks, result, 64, { yieldEvery: 0 });
+    assert.deepEqual(sliced, whole);
+    assert.equal(sliced.clipped, result.outlier_count);
+    const slices = Math.ceil(result.numel / 4096);
+    assert.ok(turns >= slices, `other work ran ${turns} times during ${slices} slices`);
+  });
+});

@@ -5,6 +5,8 @@ import { createStore, type StoreApi } from 'zustand/vanilla';
 import type {
   AppInfo,
   BlockDetail,
+  BlockPolicy,
+  CalibrationMode,
   GridAggregate,
   GridMetric,
   GridView,
@@ -14,9 +16,11 @@ import type {
   Params,
   ProfileView,
   ProtocolError,
+  QuantFormat,
   RerunParams,
   RerunResult,
   Result,
+  SearchMode,
   ServiceEvent,
   SignOffParams,
   TensorRow,
@@ -41,6 +45,29 @@ export interface GridWindow {
   rowEnd?: number;
   blockStart?: number;
   blockEnd?: number;
+}
+
+/** The re-run form's choices; '' everywhere means "as the profile has it". */
+export interface RerunForm {
+  format: QuantFormat | '';
+  /** One block size, or '' to search the format's sizes. */
+  blockSize: string;
+  policy: BlockPolicy | '';
+  search: SearchMode | '';
+  mode: CalibrationMode | '';
+}
+
+export const RERUN_FORM_DEFAULTS: Readonly<RerunForm> = { format: '', blockSize: '', policy: '', search: '', mode: '' };
+
+/** The calibrate.tensor settings the form asks for: only what differs from the profile. */
+export function rerunSettings(f: RerunForm): Omit<RerunParams, 'modelId' | 'tensor'> {
+  return {
+    ...(f.format ? { format: f.format } : {}),
+    ...(f.blockSize ? { blockSizes: [Number(f.blockSize)] } : {}),
+    ...(f.policy ? { policy: f.policy } : {}),
+    ...(f.search ? { search: f.search } : {}),
+    ...(f.mode ? { mode: f.mode } : {}),
+  };
 }
 
 export interface WorkbenchState {
@@ -74,6 +101,9 @@ export interface WorkbenchState {
   /** Finished re-runs waiting for keep / discard, by rerunId. */
   reruns: Record<string, RerunResult>;
   toasts: Toast[];
+  /** Back to RERUN_FORM_DEFAULTS whenever another tensor (or model) is selected: a re-run starts
+   *  from the selected tensor's own settings, not the last tensor's choices. */
+  rerunForm: RerunForm;
   tab: Tab;
   theme: ThemePref;
 
@@ -97,6 +127,8 @@ export interface WorkbenchState {
   /** Calibrates what needs it, then validates (where semantic validation is built in). */
   calibratePipeline(force?: boolean): Promise<void>;
   cancelJob(id: string): Promise<void>;
+  /** A new format also resets the block size (the sizes differ per format). */
+  setRerunForm(patch: Partial<RerunForm>): void;
   rerun(p: Omit<RerunParams, 'modelId' | 'tensor'>): Promise<JobInfo | null>;
   keepRerun(rerunId: string): Promise<void>;
   discardRerun(rerunId: string): Promise<void>;
@@ -314,6 +346,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       jobs: {},
       reruns: {},
       toasts: [],
+      rerunForm: { ...RERUN_FORM_DEFAULTS },
       tab: 'heatmap',
       theme: savedTheme(),
 
@@ -328,13 +361,23 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async selectModel(id) {
-        set({ selectedModel: id, profile: null, selectedTensor: null, cursor: null, grid: null, histogram: null, hover: null, validation: null, gridWindow: {}, viewRev: get().viewRev + 1 });
+        set({ selectedModel: id, profile: null, selectedTensor: null, cursor: null, grid: null, histogram: null, hover: null, validation: null, gridWindow: {}, viewRev: get().viewRev + 1, rerunForm: { ...RERUN_FORM_DEFAULTS } });
         if (id) await loadProfile(false);
       },
 
       async selectTensor(name) {
         // Closing keeps the cursor where it was, so Enter opens the same tensor again.
-        set({ selectedTensor: name, cursor: name ?? get().cursor, grid: null, histogram: null, hover: null, gridWindow: {}, viewRev: get().viewRev + 1 });
+        const changed = name !== get().selectedTensor;
+        set({
+          selectedTensor: name,
+          cursor: name ?? get().cursor,
+          grid: null,
+          histogram: null,
+          hover: null,
+          gridWindow: {},
+          viewRev: get().viewRev + 1,
+          ...(changed ? { rerunForm: { ...RERUN_FORM_DEFAULTS } } : {}),
+        });
         if (name) await loadTensorViews();
       },
 
@@ -425,6 +468,12 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
 
       async cancelJob(id) {
         await call('job.cancel', { jobId: id });
+      },
+
+      setRerunForm(patch) {
+        const next = { ...get().rerunForm, ...patch };
+        if (patch.format !== undefined && patch.blockSize === undefined && patch.format !== get().rerunForm.format) next.blockSize = '';
+        set({ rerunForm: next });
       },
 
       async rerun(p) {

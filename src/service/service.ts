@@ -11,12 +11,12 @@ import type { CalibrationMode } from '../calibration/types.js';
 import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { openCache, calibrateCached } from '../profiles/cache.js';
-import { PROFILE_JSON } from '../profiles/profile_writer.js';
+import { PROFILE_JSON, SCALES_FILE } from '../profiles/profile_writer.js';
 import { loadProfile, signOff } from '../profiles/store.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
 import { BlockArrayCache, blockDetail, downsampleGrid } from './block_data.js';
-import { decodeWeights, scaledHistogram } from './histogram.js';
+import { HistogramCache, scaledHistogram } from './histogram.js';
 import { JobManager, type JobSpec } from './jobs.js';
 import type {
   AppInfo,
@@ -51,6 +51,13 @@ export interface ServiceOptions {
   backend?: BackendChoice;
 }
 
+/** A file's identity for cache keys: device, inode, size and times to the nanosecond (a rewrite
+ *  by rename moves the inode; one in place moves ctime). Null when it cannot be read. */
+async function fileIdentity(file: string): Promise<string | null> {
+  const st = await fs.promises.stat(file, { bigint: true }).catch(() => null);
+  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : null;
+}
+
 type Handler<M extends Method> = (params: Params<M>) => Promise<Result<M>>;
 
 export class WorkbenchService {
@@ -61,6 +68,7 @@ export class WorkbenchService {
   private readonly listeners = new Set<(e: ServiceEvent) => void>();
   private readonly jobs: JobManager;
   private readonly blocks = new BlockArrayCache();
+  private readonly histograms = new HistogramCache();
   private readonly pending = new Map<string, PendingRerun>();
   private readonly profiles = new Map<string, { key: string; profile: DraftProfile }>();
   private readonly handlers: { [M in Method]: Handler<M> };
@@ -102,6 +110,7 @@ export class WorkbenchService {
         const m = this.workspace.model(p.modelId);
         await signOff(m.profileDir, { reviewer: p.reviewer.trim(), decision: p.decision, note: p.note }, { checkpoint: m.path, cacheDir: this.cacheDir });
         this.blocks.forget(m.profileDir);
+        this.histograms.forget(m.profileDir);
         this.emit({ type: 'profile.changed', modelId: m.id });
         return this.profileView(m.id);
       },
@@ -186,19 +195,20 @@ export class WorkbenchService {
     return this.workspace;
   }
 
-  private async loadFor(modelId: string): Promise<{ m: WorkspaceModel; dir: string; profile: DraftProfile }> {
+  /** `fileKey`: profile.json's identity (inode, size, times) when it was read. */
+  private async loadFor(modelId: string): Promise<{ m: WorkspaceModel; dir: string; profile: DraftProfile; fileKey: string }> {
     const m = this.workspace.model(modelId);
     try {
       // Hover and zoom ask many times a second: profile.json is parsed again only when it changed
       // (any rewrite is a rename, so the inode or ctime moves). The scales checksum is verified by
       // profileStatus in the model list; here only the JSON is read.
-      const st = await fs.promises.stat(path.join(m.profileDir, PROFILE_JSON)).catch(() => null);
-      const key = st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}` : '';
+      const key = (await fileIdentity(path.join(m.profileDir, PROFILE_JSON))) ?? '';
       const hit = this.profiles.get(m.profileDir);
-      if (hit && st && hit.key === key) return { m, dir: m.profileDir, profile: hit.profile };
+      if (hit && key && hit.key === key) return { m, dir: m.profileDir, profile: hit.profile, fileKey: key };
       const profile = (await loadProfile(m.profileDir, { verifyScales: false })) as DraftProfile;
-      if (st) this.profiles.set(m.profileDir, { key, profile });
-      return { m, dir: m.profileDir, profile };
+      if (key) this.profiles.set(m.profileDir, { key, profile });
+      // Without a stat the profile's own identity must do; such a key never equals a stat's.
+      return { m, dir: m.profileDir, profile, fileKey: key || `unstated:${profile.timestamp}:${profile.scales_sha256}` };
     } catch (err) {
       const e = asCalibscopeError(err);
       if (e.code === 'E_NOT_FOUND') throw new CalibscopeError('E_NOT_FOUND', `model '${modelId}' has no profile yet: calibrate it first`, { model: modelId });
@@ -243,20 +253,26 @@ export class WorkbenchService {
   // ------------------------------------------------------------------------------------------
   // Per-tensor data
 
+  /** Cached: re-selecting a large tensor took ~0.5 s of CPU each time (30522 × 384). The key holds
+   *  everything the counts depend on, so a kept re-run, a recalibration, a sign-off or a changed
+   *  checkpoint misses rather than serving a stale histogram. */
   private async histogram(modelId: string, tensor: string, bins: number) {
-    const { m, dir, profile } = await this.loadFor(modelId);
+    const { m, dir, profile, fileKey } = await this.loadFor(modelId);
     const r = this.tensorResult(profile, tensor, dir);
-    const blocks = await this.blocks.get(dir, profile, tensor);
     const ckpt = await openCheckpoint(m.path);
-    let weights: Float32Array;
     try {
       const info = ckpt.tensor(tensor);
       if (!info) throw new CalibscopeError('E_NOT_FOUND', `${ckpt.root}: the checkpoint has no tensor '${tensor}'`, { tensor });
-      weights = decodeWeights(await ckpt.readTensor(info), info.dtype, tensor);
+      const [weightsFile, scalesFile] = await Promise.all([fileIdentity(info.file), fileIdentity(path.join(dir, SCALES_FILE))]);
+      const key = [tensor, bins, fileKey, profile.timestamp, profile.scales_sha256, scalesFile, info.file, info.dtype, info.byteOffset, info.byteLength, weightsFile].join('\0');
+      const h = await this.histograms.get(dir, key, async () => {
+        const blocks = await this.blocks.get(dir, profile, tensor);
+        return scaledHistogram(await ckpt.readTensor(info), info.dtype, blocks, r, bins);
+      });
+      return { modelId, tensor, ...h };
     } finally {
       await ckpt.close();
     }
-    return { modelId, tensor, ...scaledHistogram(weights, blocks, r, bins) };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -264,6 +280,7 @@ export class WorkbenchService {
 
   private modelChanged(m: WorkspaceModel): void {
     this.blocks.forget(m.profileDir);
+    this.histograms.forget(m.profileDir);
     this.emit({ type: 'profile.changed', modelId: m.id });
   }
 

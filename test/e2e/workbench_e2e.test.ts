@@ -241,7 +241,7 @@ describe('workbench end to end (calibscope serve + Chromium)', { skip }, () => {
     }
     await shot(page, '04-correlation-tab');
     await page.click('button[role=tab]:has-text("MSE by tensor")');
-    await page.locator('[data-testid=mse-chart] .barlayer').waitFor();
+    await page.locator('[data-testid=mse-chart] .scatterlayer .point').first().waitFor();
     await shot(page, '05-mse-tab');
     await page.click('button[role=tab]:has-text("Heatmap")');
     await page.locator('[data-testid=scale-heatmap] .heatmaplayer').waitFor();

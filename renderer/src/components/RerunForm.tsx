@@ -1,10 +1,11 @@
 // Right column: re-run the selected tensor with other settings (a job), then compare before and
 // after side by side and keep (the profile becomes a new draft) or discard. The mode defaults to
-// the profile's; a weighted mode weights the search by the profile's calibration statistics.
-import { useEffect, useState } from 'react';
+// the profile's; a weighted mode weights the search by the profile's calibration statistics. The
+// choices live in the store, which resets them all when another tensor is selected.
 import type { BlockPolicy, CalibrationMode, QuantFormat, RerunResult, SearchMode } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
 import { eng, exact, ratio } from '../format';
+import { rerunSettings } from '../store';
 
 function Compare({ r }: { r: RerunResult }) {
   const a = useActions();
@@ -65,35 +66,21 @@ export function RerunForm() {
   const reruns = useW((s) => s.reruns);
   const a = useActions();
   const t = profile?.tensors.find((x) => x.tensor_name === tensor);
-  const [format, setFormat] = useState<QuantFormat | ''>('');
-  const [block, setBlock] = useState('');
-  const [policy, setPolicy] = useState<BlockPolicy | ''>('');
-  const [search, setSearch] = useState<SearchMode | ''>('');
-  const [mode, setMode] = useState<CalibrationMode | ''>('');
-  useEffect(() => {
-    setFormat('');
-    setBlock('');
-  }, [tensor]);
+  const form = useW((s) => s.rerunForm);
+  const { format, blockSize: block, policy, search, mode } = form;
   if (!t || !profile || !info) return null;
   const fmt = (format || t.format) as QuantFormat;
   const sizes = info.formats.find((f) => f.name === fmt)?.blockSizes ?? [];
   const running = Object.values(jobs).find((j) => j.status === 'running' && j.kind === 'calibrate-tensor' && j.modelId === profile.modelId && j.tensor === t.tensor_name);
   const pending = Object.values(reruns).filter((r) => r.modelId === profile.modelId && r.tensor === t.tensor_name);
-  const submit = () =>
-    void a.rerun({
-      ...(format ? { format } : {}),
-      ...(block ? { blockSizes: [Number(block)] } : {}),
-      ...(policy ? { policy } : {}),
-      ...(search ? { search } : {}),
-      ...(mode ? { mode } : {}),
-    });
+  const submit = () => void a.rerun(rerunSettings(form));
   return (
     <section className="panel rerun" aria-label="re-run tensor">
       <h3>Re-run this tensor</h3>
       <div className="form-grid">
         <label>
           format
-          <select value={format} onChange={(e) => { setFormat(e.target.value as QuantFormat | ''); setBlock(''); }}>
+          <select value={format} onChange={(e) => a.setRerunForm({ format: e.target.value as QuantFormat | '' })}>
             <option value="">{t.format} (as now)</option>
             {info.formats.filter((f) => f.name !== t.format).map((f) => (
               <option key={f.name} value={f.name}>{f.name}</option>
@@ -102,7 +89,7 @@ export function RerunForm() {
         </label>
         <label>
           block size
-          <select data-testid="rerun-block-size" value={block} onChange={(e) => setBlock(e.target.value)}>
+          <select data-testid="rerun-block-size" value={block} onChange={(e) => a.setRerunForm({ blockSize: e.target.value })}>
             <option value="">search {sizes.join(', ')}</option>
             {sizes.map((b) => (
               <option key={b} value={b}>{b}</option>
@@ -111,7 +98,7 @@ export function RerunForm() {
         </label>
         <label>
           policy
-          <select value={policy} onChange={(e) => setPolicy(e.target.value as BlockPolicy | '')}>
+          <select value={policy} onChange={(e) => a.setRerunForm({ policy: e.target.value as BlockPolicy | '' })}>
             <option value="">as profile</option>
             <option value="min-mse">min-mse</option>
             <option value="bits">bits</option>
@@ -119,7 +106,7 @@ export function RerunForm() {
         </label>
         <label>
           search
-          <select value={search} onChange={(e) => setSearch(e.target.value as SearchMode | '')}>
+          <select value={search} onChange={(e) => a.setRerunForm({ search: e.target.value as SearchMode | '' })}>
             <option value="">{t.search} (as now)</option>
             <option value="exact">exact</option>
             <option value="ternary">ternary</option>
@@ -128,7 +115,7 @@ export function RerunForm() {
         </label>
         <label title="what the search minimizes; the weighted modes use the profile's calibration statistics (collected on first use)">
           mode
-          <select data-testid="rerun-mode" value={mode} onChange={(e) => setMode(e.target.value as CalibrationMode | '')}>
+          <select data-testid="rerun-mode" value={mode} onChange={(e) => a.setRerunForm({ mode: e.target.value as CalibrationMode | '' })}>
             <option value="">as profile ({profile.summary.mode})</option>
             {info.calibrationModes.map((m) => (
               <option key={m} value={m}>{m}</option>

@@ -90,9 +90,20 @@ export function logTicks(lo: number, hi: number, base: 10 | 2): { tickvals: numb
   return { tickvals, ticktext };
 }
 
-/** Log-axis ticks in engineering notation over the positive values, for a plot's log axis (plotly's
- *  own log ticks label the minor ones with a bare digit: "4" for 4e-5). */
-export function mseAxisTicks(values: readonly number[]): { tickvals: number[]; ticktext: string[] } | null {
+export interface LogAxis {
+  /** The axis range in log10 units: from a labelled tick at or below the smallest value to one at
+   *  or above the largest. */
+  range: [number, number];
+  tickvals: number[];
+  ticktext: string[];
+}
+
+/**
+ * A log axis over the positive values whose first and last ticks are labelled and enclose every
+ * value (a value below the lowest label cannot be read off the axis). Narrow ranges (under 4×) get
+ * linear 1-2-5 steps, ranges up to about 3 decades 1, 2, 5 × 10^k, wider ones powers of ten.
+ */
+export function logAxis(values: readonly number[]): LogAxis | null {
   let lo = Infinity;
   let hi = -Infinity;
   for (const v of values) {
@@ -101,8 +112,41 @@ export function mseAxisTicks(values: readonly number[]): { tickvals: number[]; t
     if (v > hi) hi = v;
   }
   if (lo === Infinity) return null;
-  const t = logTicks(Math.log10(lo), Math.log10(hi), 10);
-  return { tickvals: t.tickvals.map((k) => 10 ** k), ticktext: t.ticktext };
+  if (hi / lo < 1.001) {
+    lo /= 1.1;
+    hi *= 1.1;
+  }
+  const clean = (v: number) => Number(v.toPrecision(12));
+  const done = (ticks: number[]): LogAxis => ({ range: [Math.log10(ticks[0]), Math.log10(ticks[ticks.length - 1])], tickvals: ticks, ticktext: ticks.map((v) => eng(v, true)) });
+  if (hi / lo < 4) {
+    const step = niceStep(hi - lo, 4);
+    const first = Math.floor(lo / step + 1e-9);
+    if (first > 0) {
+      const ticks: number[] = [];
+      for (let i = first; ; i++) {
+        ticks.push(clean(i * step));
+        if (i * step >= hi * (1 - 1e-12)) break;
+      }
+      return done(ticks);
+    }
+  }
+  const e0 = Math.floor(Math.log10(lo) + 1e-9);
+  const e1 = Math.ceil(Math.log10(hi) - 1e-9);
+  if (e1 - e0 <= 3) {
+    const seq: number[] = [];
+    for (let e = e0; e <= e1; e++) for (const m of [1, 2, 5]) seq.push(clean(m * 10 ** e));
+    let a = 0;
+    while (a + 1 < seq.length && seq[a + 1] <= lo * (1 + 1e-12)) a++;
+    const b = seq.findIndex((v) => v >= hi * (1 - 1e-12));
+    return done(seq.slice(a, b + 1));
+  }
+  const step = Math.ceil((e1 - e0) / 7);
+  const ticks: number[] = [];
+  for (let e = e0; ; e += step) {
+    ticks.push(clean(10 ** e));
+    if (e >= e1) break;
+  }
+  return done(ticks);
 }
 
 /** The q-quantile of |v| over the non-null values. */
