@@ -21,25 +21,6 @@ function halfTable(): Float32Array {
   return (f16Table = t);
 }
 
-/** Raw little-endian F32 / F16 / BF16 bytes as float32 values. */
-export function decodeWeights(bytes: Uint8Array, dtype: string, tensor: string): Float32Array {
-  const aligned = bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes);
-  if (dtype === 'F32') return new Float32Array(aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + aligned.byteLength));
-  const bits = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 1);
-  const out = new Float32Array(bits.length);
-  if (dtype === 'F16') {
-    const t = halfTable();
-    for (let i = 0; i < bits.length; i++) out[i] = t[bits[i]];
-    return out;
-  }
-  if (dtype === 'BF16') {
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < bits.length; i++) u[i] = bits[i] << 16;
-    return out;
-  }
-  throw new CalibscopeError('E_UNSUPPORTED_DTYPE', `tensor '${tensor}': dtype ${dtype} is not F32, F16 or BF16`, { tensor, dtype });
-}
-
 export interface Histogram {
   edges: number[];
   counts: number[];
