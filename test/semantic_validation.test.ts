@@ -406,3 +406,34 @@ describe('bad model folders', () => {
     await assert.rejects(embed(MODEL, []), (e: any) => e.code === 'E_BAD_ARGUMENT');
   });
 });
+
+describe('audit: another model\'s profile and --threshold before calibrating', () => {
+  test('validate --profile with a profile made for another checkpoint is E_BAD_PROFILE naming both models', () => {
+    const other = tmp('other-model');
+    fs.cpSync(MODEL, other, { recursive: true });
+    // One byte of the weights' data changed: another checkpoint with the same architecture.
+    const f = path.join(other, 'model.safetensors');
+    const buf = fs.readFileSync(f);
+    const header = Number(buf.readBigUInt64LE(0));
+    buf[8 + header + 100] ^= 0x40;
+    fs.writeFileSync(f, buf);
+    for (const cmd of ['validate', 'attribute']) {
+      const r = cli([cmd, other, '--profile', fp4, '--queries', QUERY_FILE, '--json']);
+      assert.equal(r.status, 1);
+      const e = json(r).error;
+      assert.equal(e.code, 'E_BAD_PROFILE');
+      assert.match(e.message, /is for model '.+' \(checkpoint sha256:.*\), not for .*other-model/);
+      assert.equal(e.details.model_id, path.basename(other));
+    }
+  });
+
+  test('calibrate --validate with --threshold out of range is refused before anything is calibrated', () => {
+    const cache = tmp('threshold-cache');
+    const r = cli(['calibrate', MODEL, '--format', 'fp8_e4m3', '--cache', cache, '--validate', '--threshold', '1.5', '--json']);
+    assert.equal(r.status, 2);
+    const e = json(r).error;
+    assert.equal(e.code, 'E_BAD_ARGUMENT');
+    assert.equal(e.details.option, 'threshold');
+    assert.equal(fs.existsSync(path.join(cache, 'calibration')), false);
+  });
+});

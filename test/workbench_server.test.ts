@@ -152,3 +152,92 @@ describe('calibscope serve: bad arguments', () => {
     });
   }
 });
+
+describe('calibscope serve: listening errors and a read-only cache', () => {
+  const ROOT = path.resolve(__dirname, '..', '..');
+
+  test('a port in use is E_IO saying so, and the CLI exits non-zero without a URL', async () => {
+    const holder = http.createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const service = new WorkbenchService({ cacheDir: path.join(scratch, 'cache-inuse'), mode: 'browser' });
+      await assert.rejects(startServer({ service, port, rendererDir: ui }), (e: any) => {
+        assert.equal(e.code, 'E_IO');
+        assert.match(e.message, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use`));
+        return true;
+      });
+      await service.shutdown();
+      const r = spawnSync(process.execPath, ['bin/calibscope.js', 'serve', '--no-open', '--json', '--port', String(port), '--cache', path.join(scratch, 'cache-inuse')], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 1);
+      assert.equal(JSON.parse(r.stdout).error.details.errno, 'EADDRINUSE');
+    } finally {
+      await new Promise<void>((r) => holder.close(() => r()));
+    }
+  });
+
+  for (const host of ['999.1.1.1', 'no such host', '192.0.2.1']) {
+    test(`--host ${JSON.stringify(host)} is a bad argument (exit 2) naming --host`, () => {
+      const r = spawnSync(process.execPath, ['bin/calibscope.js', 'serve', '--no-open', '--host', host, '--cache', path.join(scratch, 'cache-host')], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /E_BAD_ARGUMENT: --host ".*" is not an address/);
+      assert.equal(r.stdout, '');
+    });
+  }
+
+  test('a read-only cache still opens, and its valid profiles show as valid', async () => {
+    const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+    if (asRoot || process.platform === 'win32') {
+      // Root ignores write bits; the CLI's read-only cases run as user nobody in cli_robustness.
+      const has = spawnSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' }).status === 0;
+      if (!has || !asRoot) return;
+    }
+    const model = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-ro-cache-'));
+    const dir = path.join(cache, 'c');
+    const writer = new WorkbenchService({ cacheDir: dir, mode: 'browser' });
+    const opened: any = await writer.openModel(model, 'fp8_e4m3');
+    const job = await writer.request('calibrate.model', { modelId: opened.models[0].id });
+    if ((job as any).ok) await writer.waitForJob((job as any).result.id);
+    await writer.shutdown();
+    try {
+      if (asRoot) {
+        fs.chmodSync(cache, 0o755);
+        // As user nobody the root-owned cache is read-only; serve must start (a URL on stdout).
+        const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', process.execPath, 'bin/calibscope.js', 'serve', '--no-open', '--model', model, '--format', 'fp8_e4m3', '--cache', dir], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          timeout: 8_000,
+        });
+        if (/EACCES|Permission denied/.test(r.stderr) && !/cache folder/.test(r.stderr) && r.stdout === '') return; // nobody cannot run node here
+        assert.match(r.stdout, /^http:\/\/127\.0\.0\.1:\d+\/\?token=/, r.stderr);
+        assert.doesNotMatch(r.stderr, /not writable/);
+      } else {
+        const walk = (d: string, on: boolean) => {
+          const st = fs.statSync(d);
+          if (st.isDirectory()) for (const x of fs.readdirSync(d)) walk(path.join(d, x), on);
+          fs.chmodSync(d, on ? st.mode | 0o200 : st.mode & ~0o222);
+        };
+        walk(dir, false);
+        try {
+          const service = new WorkbenchService({ cacheDir: dir, mode: 'browser' });
+          const view: any = await service.openModel(model, 'fp8_e4m3');
+          assert.equal(view.models[0].state ?? view.models[0].profile?.state, 'valid');
+          await service.shutdown();
+        } finally {
+          walk(dir, true);
+        }
+      }
+    } finally {
+      fs.rmSync(cache, { recursive: true, force: true });
+    }
+  });
+});

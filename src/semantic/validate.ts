@@ -8,6 +8,7 @@ import type { ModelCalibrationProfile } from '../calibration/types.js';
 import type { NativeActQuantStats, SchemeName } from '../native/index.js';
 import { profileStatus, updateProfile } from '../profiles/store.js';
 import { CalibscopeError, asCalibscopeError, readOnlyErrno } from '../util/errors.js';
+import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { loadSemanticModel, type SemanticModel } from './model.js';
 import { planQuantized, quantizedWeights, type QuantizedPlan, type ScalesSource } from './quantized.js';
@@ -250,6 +251,19 @@ export async function openProfileFor(modelDir: string, profileDir: string, cache
   if (st.state === 'missing') throw new CalibscopeError('E_NOT_FOUND', `no profile at ${st.profile_path}`, { path: st.profile_path });
   if (st.state === 'corrupt') throw new CalibscopeError('E_BAD_PROFILE', `profile ${st.profile_path}: ${st.reason}`, { path: st.profile_path, reason: st.reason });
   if (st.state === 'stale') {
+    // Another model's profile is not "a changed checkpoint": say whose it is.
+    const ckpt = await openCheckpoint(modelDir);
+    const modelId = ckpt.modelId;
+    await ckpt.close();
+    const other = st.profile !== null && st.profile.model_id !== modelId;
+    if (other) {
+      throw new CalibscopeError(
+        'E_BAD_PROFILE',
+        `profile ${st.profile_path} is for model '${st.profile!.model_id}' (checkpoint ${st.profile!.golden_checkpoint_hash.slice(0, 19)}…), ` +
+          `not for ${modelDir} ('${modelId}', ${String(st.checkpoint_hash).slice(0, 19)}…); give this model's profile, or recalibrate (--format uses or makes one)`,
+        { path: st.profile_path, reason: st.reason, stale: true, profile_model_id: st.profile!.model_id, model_id: modelId },
+      );
+    }
     throw new CalibscopeError('E_BAD_PROFILE', `profile ${st.profile_path} does not belong to ${modelDir}: ${st.reason}; recalibrate`, {
       path: st.profile_path,
       reason: st.reason,

@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { CalibscopeError } from '../util/errors.js';
 import type { WorkbenchService } from '../service/service.js';
 import type { RequestMessage, ServerMessage } from '../service/protocol.js';
 import { authenticate, newToken, setCookieHeader } from './auth.js';
@@ -41,6 +42,22 @@ export function isLoopback(host: string): boolean {
 
 function hostForUrl(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
+}
+
+/** Node's listen errors, said in terms of --host and --port. */
+function listenError(err: Error, host: string, port: number): CalibscopeError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const at = `${hostForUrl(host)}:${port}`;
+  if (code === 'EADDRINUSE') {
+    return new CalibscopeError('E_IO', `port ${port} on ${host} is already in use; choose another with --port N, or --port 0 for a free one`, { host, port, errno: code });
+  }
+  if (code === 'EACCES') return new CalibscopeError('E_IO', `not allowed to listen on ${at} (ports below 1024 need privileges); choose another --port`, { host, port, errno: code });
+  // A name that does not resolve, or an address that is not this machine's: the --host value is wrong.
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL' || code === 'EAI_NONAME' || code === 'EINVAL') {
+    const why = code === 'EADDRNOTAVAIL' ? 'is not an address of this machine' : 'is not an address or a host name that resolves';
+    return new CalibscopeError('E_BAD_ARGUMENT', `--host ${JSON.stringify(host)} ${why} (${code}); use 127.0.0.1, ::1, 0.0.0.0 or one of this machine's addresses`, { option: 'host', value: host, errno: code });
+  }
+  return new CalibscopeError('E_IO', `cannot listen on ${at}: ${err.message}`, { host, port, errno: code ?? null });
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
@@ -115,9 +132,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: Error) => {
+      unsubscribe();
+      reject(listenError(err, host, opts.port ?? 0));
+    };
+    server.once('error', fail);
     server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });

@@ -12,6 +12,8 @@ import type { Workspace, WorkspaceModel } from './workspace.js';
 
 export interface PipelineJobOptions {
   cacheDir: string;
+  /** The cache is read-only: valid profiles are used, the rest fail with E_IO. */
+  readOnly?: { errno: string } | null;
   force: boolean;
   /** Validate after calibrating (null: do not). */
   semantic: SemanticSupport | null;
@@ -37,6 +39,7 @@ export async function runPipelineJob(ws: Workspace, ctx: JobContext, opts: Pipel
 
   const run = await runPipeline(ws.resolved, {
     cacheDir: opts.cacheDir,
+    readOnly: opts.readOnly,
     force: opts.force,
     signal: ctx.signal,
     onEvent: (e) => {

@@ -10,7 +10,7 @@ import { CALIBRATION_MODES, parseMode } from '../calibration/modes.js';
 import type { CalibrationMode } from '../calibration/types.js';
 import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
-import { openCache, calibrateCached } from '../profiles/cache.js';
+import { openCacheMode, calibrateCached } from '../profiles/cache.js';
 import { PROFILE_JSON, SCALES_FILE } from '../profiles/profile_writer.js';
 import { loadProfile, signOff } from '../profiles/store.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
@@ -72,6 +72,7 @@ export class WorkbenchService {
   private readonly pending = new Map<string, PendingRerun>();
   private readonly profiles = new Map<string, { key: string; profile: DraftProfile }>();
   private readonly handlers: { [M in Method]: Handler<M> };
+  private cacheReadOnly: { errno: string } | null = null;
 
   constructor(private readonly opts: ServiceOptions) {
     this.cacheDir = opts.cacheDir;
@@ -175,7 +176,9 @@ export class WorkbenchService {
   }
 
   private async setWorkspace(w: Workspace): Promise<WorkspaceView> {
-    await openCache(this.cacheDir);
+    // A read-only cache (a CI artifact, another user's) still shows its valid profiles; only
+    // writing to it fails, with E_IO saying so.
+    this.cacheReadOnly = (await openCacheMode(this.cacheDir)).readOnly;
     this.workspace = w;
     this.pending.clear();
     const view = await w.view();
@@ -296,6 +299,7 @@ export class WorkbenchService {
         try {
           await calibrateCached({
             cacheDir: this.cacheDir,
+            readOnly: this.cacheReadOnly,
             model: m.path,
             modelId: m.id,
             config: m.config,
@@ -323,6 +327,7 @@ export class WorkbenchService {
       run: (ctx) =>
         runPipelineJob(ws, ctx, {
           cacheDir: this.cacheDir,
+          readOnly: this.cacheReadOnly,
           force,
           semantic: validate && sem.available ? sem : null,
           onModelChanged: (m) => this.modelChanged(m),

@@ -20,7 +20,7 @@ import { CONFIG_SPEC, configInput } from '../config_options.js';
 import { eng, table } from '../format.js';
 import { PipelineProgress } from '../pipeline_progress.js';
 import { ProgressBar } from '../progress.js';
-import { VALIDATE_HELP_LINES, VALIDATE_SPEC, validateAfterCalibrate } from './semantic.js';
+import { VALIDATE_HELP_LINES, VALIDATE_SPEC, thresholdOf, validateAfterCalibrate } from './semantic.js';
 import type { CommandContext } from '../context.js';
 
 export const CALIBRATE_HELP = `calibscope calibrate <model> --format F [options]
@@ -136,6 +136,8 @@ function modeText(profile: ModelCalibrationProfile): string {
 export async function calibrateCommand(argv: string[], ctx: CommandContext): Promise<number> {
   const { positionals, options } = parseArgs(argv, SPEC);
   ctx.json = Boolean(options.json);
+  // A bad --threshold is a usage error now, not after a whole calibration.
+  if (options.validate) thresholdOf(options);
   if (typeof options.pipeline === 'string') {
     if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'calibrate --pipeline takes no model path');
     if (typeof options.out === 'string') throw new CalibscopeError('E_BAD_ARGUMENT', '--out cannot be used with --pipeline: profiles go to the cache (--cache DIR)');

@@ -74,9 +74,10 @@ function oneModel(positionals: string[], cmd: string, help: string): string {
   return positionals[0];
 }
 
-function thresholdOf(options: ParsedArgs['options']): number {
+/** --threshold, checked (calibrate calls it before calibrating, so that a bad value costs no run). */
+export function thresholdOf(options: ParsedArgs['options']): number {
   const t = numberOption(options.threshold, 'threshold') ?? DEFAULT_CORRELATION_THRESHOLD;
-  if (!(t >= -1 && t <= 1)) throw new CalibscopeError('E_BAD_ARGUMENT', `--threshold must be in [-1, 1], got ${t}`);
+  if (!(t >= -1 && t <= 1)) throw new CalibscopeError('E_BAD_ARGUMENT', `--threshold must be in [-1, 1], got ${t}`, { option: 'threshold', value: options.threshold });
   return t;
 }
 

@@ -71,7 +71,14 @@ export async function serveCommand(argv: string[], ctx: CommandContext): Promise
   if (typeof options.pipeline === 'string') await service.openPipeline(path.resolve(options.pipeline), format);
   else if (typeof options.model === 'string') await service.openModel(path.resolve(options.model), format);
 
-  const server = await startServer({ service, host, port });
+  let server;
+  try {
+    server = await startServer({ service, host, port });
+  } catch (err) {
+    // Nothing runs yet, but the service's job manager is let go before the error is reported.
+    await service.shutdown();
+    throw err;
+  }
   ctx.out(server.openUrl);
   if (!isLoopback(host)) ctx.err(`calibscope serve: listening on ${host}, reachable from other machines (token required)`);
   if (options.pipeline === undefined && options.model === undefined) {
@@ -81,10 +88,10 @@ export async function serveCommand(argv: string[], ctx: CommandContext): Promise
   if (!options['no-open']) openBrowser(server.openUrl, ctx.err);
 
   // Runs until Ctrl-C (the CLI's signal) or SIGTERM; then running jobs are cancelled cleanly.
+  // (The CLI's own handler turns SIGTERM and SIGHUP into the same abort.)
   await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) return resolve();
     ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-    process.once('SIGTERM', () => resolve());
   });
   ctx.err('calibscope serve: stopping');
   await server.close();
