@@ -6,6 +6,7 @@ import path from 'node:path';
 import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
 import { native, type NativeEncoderConfig } from '../native/index.js';
 import { CalibscopeError } from '../util/errors.js';
+import { halfTable } from '../util/f16.js';
 import { readPooling, type PoolingSpec } from './pooling.js';
 import { loadTokenizer, type BertTokenizer } from './tokenizer.js';
 
@@ -177,22 +178,6 @@ export function encoderWeightShapes(c: NativeEncoderConfig): { name: string; sha
 export function layerOf(encoderName: string): number {
   const m = /^encoder\.layer\.(\d+)\./.exec(encoderName);
   return m ? Number(m[1]) : -1;
-}
-
-let halfLut: Float32Array | undefined;
-function halfTable(): Float32Array {
-  if (halfLut) return halfLut;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const man = h & 0x3ff;
-    if (exp === 0) t[h] = sign * man * 2 ** -24;
-    else if (exp === 31) t[h] = man === 0 ? sign * Infinity : NaN;
-    else t[h] = sign * (1 + man / 1024) * 2 ** (exp - 15);
-  }
-  halfLut = t;
-  return t;
 }
 
 /** Raw little-endian F32 / F16 / BF16 bytes as float32 values. */

@@ -5,21 +5,8 @@ import { schemeFor } from '../calibration/schemes.js';
 import type { CalibrationResult } from '../calibration/types.js';
 import { native } from '../native/index.js';
 import { CalibscopeError } from '../util/errors.js';
+import { halfTable } from '../util/f16.js';
 import type { BlockArrays } from './block_data.js';
-
-let f16Table: Float32Array | null = null;
-
-function halfTable(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return (f16Table = t);
-}
 
 export interface Histogram {
   edges: number[];
