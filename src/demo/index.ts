@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsStreamWriter } from '../checkpoints/safetensors_writer.js';
 import { native, type NativeTrainedLikeOptions } from '../native/index.js';
-import { fsyncDir, pidAlive, tempPathFor, unlinkQuiet } from '../util/atomic.js';
+import { fsyncDir, pidAlive, writeFileAtomic } from '../util/atomic.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { bertConfigJson, bertTensors, countParameters, demoModels, type DemoModelSpec, type DemoSize, type TensorShape } from './models.js';
@@ -290,8 +290,7 @@ async function checkTargets(outDir: string, specs: DemoModelSpec[], pipelinePath
       );
     }
   }
-  const st = await fs.promises.lstat(pipelinePath).catch(() => null);
-  if (st && !(await isDemoManifest(pipelinePath))) throw foreignManifest(pipelinePath);
+  await checkManifestIsOurs(pipelinePath);
 }
 
 /** True when `file` is a pipeline.json that `calibscope demo` wrote. */
@@ -304,8 +303,11 @@ async function isDemoManifest(file: string): Promise<boolean> {
   }
 }
 
-function foreignManifest(pipelinePath: string): CalibscopeError {
-  return new CalibscopeError(
+/** A pipeline.json that calibscope demo did not write is never replaced. */
+async function checkManifestIsOurs(pipelinePath: string): Promise<void> {
+  const exists = await fs.promises.lstat(pipelinePath).then(() => true, () => false);
+  if (!exists || (await isDemoManifest(pipelinePath))) return;
+  throw new CalibscopeError(
     'E_BAD_ARGUMENT',
     `${pipelinePath}: already exists and was not written by calibscope demo; refusing to overwrite it — choose another output folder`,
     { path: pipelinePath },
@@ -335,37 +337,6 @@ async function checkOutDirIsOurs(outDir: string, pipelinePath: string): Promise<
       'and holds no demo written by calibscope demo; refusing to write into it — choose an empty or new folder',
     { path: outDir, entries: names.slice(0, 20) },
   );
-}
-
-/**
- * Writes pipeline.json without ever replacing one that calibscope demo did not write, even one
- * that appeared while the models were generated: link() does not overwrite, and an existing file
- * is replaced only after it is checked to be a demo manifest.
- */
-async function publishManifest(pipelinePath: string, text: string): Promise<void> {
-  const tmp = tempPathFor(pipelinePath);
-  try {
-    const h = await fs.promises.open(tmp, 'wx');
-    try {
-      await h.writeFile(text, 'utf8');
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    try {
-      await fs.promises.link(tmp, pipelinePath);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // EEXIST: replace only our own; other codes: a filesystem without hard links.
-      if (code !== 'EEXIST' && code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
-      const exists = await fs.promises.lstat(pipelinePath).then(() => true, () => false);
-      if (exists && !(await isDemoManifest(pipelinePath))) throw foreignManifest(pipelinePath);
-      await fs.promises.rename(tmp, pipelinePath);
-    }
-  } finally {
-    await unlinkQuiet(tmp).catch(() => undefined);
-  }
-  await fsyncDir(path.dirname(pipelinePath));
 }
 
 async function prepareOutDir(outDir: string): Promise<void> {
@@ -484,7 +455,9 @@ export async function writeDemoPipeline(opts: DemoOptions): Promise<DemoReport> 
       description: `${size} demo shaped like ${s.source} (random trained-like weights, seed ${seed})`,
     })),
   };
-  await publishManifest(pipelinePath, json(manifest));
+  // Checked again: one that appeared while the models were generated is kept too.
+  await checkManifestIsOurs(pipelinePath);
+  await writeFileAtomic(pipelinePath, json(manifest));
 
   return {
     size,
