@@ -11,7 +11,7 @@ import type { CalibrationMode } from '../calibration/types.js';
 import { SCHEMES } from '../calibration/schemes.js';
 import { openCheckpoint } from '../checkpoints/checkpoint.js';
 import { openCacheMode, calibrateCached } from '../profiles/cache.js';
-import { PROFILE_JSON, SCALES_FILE } from '../profiles/profile_writer.js';
+import { PROFILE_JSON } from '../profiles/profile_writer.js';
 import { loadProfile, signOff } from '../profiles/store.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CalibscopeError, asCalibscopeError } from '../util/errors.js';
@@ -266,8 +266,9 @@ export class WorkbenchService {
     try {
       const info = ckpt.tensor(tensor);
       if (!info) throw new CalibscopeError('E_NOT_FOUND', `${ckpt.root}: the checkpoint has no tensor '${tensor}'`, { tensor });
-      const [weightsFile, scalesFile] = await Promise.all([fileIdentity(info.file), fileIdentity(path.join(dir, SCALES_FILE))]);
-      const key = [tensor, bins, fileKey, profile.timestamp, profile.scales_sha256, scalesFile, info.file, info.dtype, info.byteOffset, info.byteLength, weightsFile].join('\0');
+      // profile.json is rewritten (a new inode) whenever its scales are; the weights are named by
+      // file, place and the file's identity.
+      const key = [tensor, bins, fileKey, info.file, info.dtype, info.byteOffset, info.byteLength, await fileIdentity(info.file)].join('\0');
       const h = await this.histograms.get(dir, key, async () => {
         const blocks = await this.blocks.get(dir, profile, tensor);
         return scaledHistogram(await ckpt.readTensor(info), info.dtype, blocks, r, bins);
