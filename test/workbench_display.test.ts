@@ -99,7 +99,7 @@ describe('colour-bar and axis ticks', () => {
   });
 });
 
-describe('workbench store view state', () => {
+describe('workbench store view state and re-run form', () => {
   let service: WorkbenchService;
   let store: WorkbenchStore;
   before(async () => {
@@ -162,6 +162,37 @@ describe('workbench store view state', () => {
     assert.equal(store.getState().toasts.at(-1)?.code, 'E_NOT_FOUND');
     assert.equal(await store.getState().openPipeline(path.join(scratch, 'no-such.json')), false);
     assert.equal(await store.getState().openModel(MODEL), true);
+  });
+
+  test('every field goes back to "as profile" when another tensor is selected', async () => {
+    const s = store.getState();
+    const [first, second] = s.profile!.tensors.map((t) => t.tensor_name).filter((n) => n !== s.selectedTensor);
+    await s.selectTensor(first);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
+    s.setRerunForm({ format: 'fp8_e4m3' });
+    s.setRerunForm({ blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' });
+    const chosen = { format: 'fp8_e4m3', blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' };
+    assert.deepEqual(store.getState().rerunForm, chosen);
+    assert.deepEqual(rerunSettings(store.getState().rerunForm), { format: 'fp8_e4m3', blockSizes: [32], policy: 'bits', search: 'naive', mode: 'activation-aware' });
+    // The same tensor again (its profile reloaded) keeps the choices.
+    await s.selectTensor(first);
+    assert.deepEqual(store.getState().rerunForm, chosen);
+    await s.selectTensor(second);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
+    assert.deepEqual(rerunSettings(store.getState().rerunForm), {});
+  });
+
+  test('a new format drops the block size (the sizes differ per format); other fields stay', () => {
+    const s = store.getState();
+    s.setRerunForm({ format: 'fp8_e4m3', blockSize: '64', policy: 'bits' });
+    s.setRerunForm({ format: 'fp8_e5m2' });
+    assert.deepEqual(store.getState().rerunForm, { ...RERUN_FORM_DEFAULTS, format: 'fp8_e5m2', policy: 'bits' });
+  });
+
+  test('selecting another model resets the form too', async () => {
+    store.getState().setRerunForm({ search: 'ternary', mode: 'entropy-aware' });
+    await store.getState().selectModel(store.getState().selectedModel);
+    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
   });
 });
 
@@ -376,51 +407,5 @@ describe('MSE-by-tensor log axis', () => {
     encloses(ax, values);
     for (const v of ax.tickvals) assert.ok(Number.isInteger(Math.round(Math.log10(v) * 1e9) / 1e9));
     assert.equal(logAxis([0, NaN, -1]), null);
-  });
-});
-
-describe('re-run form on a tensor change', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-rerun-form-'));
-  let service: WorkbenchService;
-  let store: WorkbenchStore;
-  before(async () => {
-    ({ service, store } = await storeOnService(path.join(dir, 'cache'), MODEL));
-    await store.getState().calibrateModel(store.getState().selectedModel!);
-    await until(store, () => store.getState().profile?.summary.state === 'valid' && store.getState().selectedTensor !== null, 'the profile');
-  });
-  after(async () => {
-    await service.shutdown();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  test('every field goes back to "as profile" when another tensor is selected', async () => {
-    const s = store.getState();
-    const [first, second] = s.profile!.tensors.map((t) => t.tensor_name).filter((n) => n !== s.selectedTensor);
-    await s.selectTensor(first);
-    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
-    s.setRerunForm({ format: 'fp8_e4m3' });
-    s.setRerunForm({ blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' });
-    const chosen = { format: 'fp8_e4m3', blockSize: '32', policy: 'bits', search: 'naive', mode: 'activation-aware' };
-    assert.deepEqual(store.getState().rerunForm, chosen);
-    assert.deepEqual(rerunSettings(store.getState().rerunForm), { format: 'fp8_e4m3', blockSizes: [32], policy: 'bits', search: 'naive', mode: 'activation-aware' });
-    // The same tensor again (its profile reloaded) keeps the choices.
-    await s.selectTensor(first);
-    assert.deepEqual(store.getState().rerunForm, chosen);
-    await s.selectTensor(second);
-    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
-    assert.deepEqual(rerunSettings(store.getState().rerunForm), {});
-  });
-
-  test('a new format drops the block size (the sizes differ per format); other fields stay', () => {
-    const s = store.getState();
-    s.setRerunForm({ format: 'fp8_e4m3', blockSize: '64', policy: 'bits' });
-    s.setRerunForm({ format: 'fp8_e5m2' });
-    assert.deepEqual(store.getState().rerunForm, { ...RERUN_FORM_DEFAULTS, format: 'fp8_e5m2', policy: 'bits' });
-  });
-
-  test('selecting another model resets the form too', async () => {
-    store.getState().setRerunForm({ search: 'ternary', mode: 'entropy-aware' });
-    await store.getState().selectModel(store.getState().selectedModel);
-    assert.deepEqual(store.getState().rerunForm, RERUN_FORM_DEFAULTS);
   });
 });
