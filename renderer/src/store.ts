@@ -82,8 +82,9 @@ export interface WorkbenchState {
   sort: { key: SortKey; dir: 'asc' | 'desc' };
   filter: string;
   metric: GridMetric;
-  /** Per metric, what colours a cell covering several blocks (the service aggregates). */
-  aggregates: Record<GridMetric, GridAggregate>;
+  /** Per metric, the aggregate the user chose for cells covering several blocks; a metric not
+   *  here gets the service's default (the one that shows the worst block, named in the grid). */
+  aggregates: Partial<Record<GridMetric, GridAggregate>>;
   gridWindow: GridWindow;
   /** Bumped whenever the window goes back to the whole tensor by other means than the plot's own
    *  zoom (Reset zoom, a new selection, a rewritten profile): the heatmap's axes follow it then,
@@ -188,15 +189,6 @@ let toastId = 1;
 
 /** How long a toast stays. Errors stay longer, but not for good: they sit over the screen. */
 export const TOAST_MS: Record<Toast['kind'], number> = { info: 4000, error: 20000 };
-
-/** The aggregate that shows outlier blocks first, per metric (the service's default too). */
-export const DEFAULT_AGGREGATES: Record<GridMetric, GridAggregate> = {
-  scale: 'extreme',
-  mse_before: 'max',
-  mse_after: 'max',
-  improvement: 'extreme',
-  outliers: 'max',
-};
 
 /** A timer that does not keep Node alive (the store also runs in tests). */
 function later(fn: () => void, ms: number): void {
@@ -333,7 +325,7 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       sort: { key: 'mse_after', dir: 'desc' },
       filter: '',
       metric: 'scale',
-      aggregates: { ...DEFAULT_AGGREGATES },
+      aggregates: {},
       gridWindow: {},
       viewRev: 0,
       gridSize: { rows: 400, cols: 800 },

@@ -23,7 +23,8 @@ function num(v: unknown): number | null {
 export function Heatmap() {
   const grid = useW((s) => s.grid);
   const metric = useW((s) => s.metric);
-  const aggregate = useW((s) => s.aggregates[s.metric]);
+  // The user's choice, else what the service used (its default), else that default's name here.
+  const aggregate = useW((s) => s.aggregates[s.metric] ?? s.grid?.aggregate ?? METRIC_AGGREGATES[s.metric][0]);
   const model = useW((s) => s.selectedModel);
   const tensor = useW((s) => s.selectedTensor);
   const hover = useW((s) => s.hover);
