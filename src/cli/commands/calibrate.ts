@@ -189,9 +189,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
       ctx.err(`calibscope: note: the previous profile's sign-off (${r.droppedSignOff.decision} by ${r.droppedSignOff.reviewer}) does not carry over to the new one`);
     }
     // --validate: semantic validation (./semantic.ts), recorded in the profile.
-    const checked = options.validate
-      ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: r.profilePath }], options, ctx, cache, readOnly !== null)
-      : null;
+    const checked = options.validate ? await validateAfterCalibrate([{ model_path: positionals[0], profile_path: r.profilePath }], options, ctx, cache) : null;
     if (ctx.json) {
       checked?.throwIfDrift();
       const profile = checked?.profiles.get(r.profilePath) ?? r.profile;
@@ -296,7 +294,7 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
     );
   }
   // --validate: semantic validation of every model (./semantic.ts), recorded in each profile.
-  const checked = options.validate ? await validateAfterCalibrate(done, options, ctx, cache, readOnly !== null) : null;
+  const checked = options.validate ? await validateAfterCalibrate(done, options, ctx, cache) : null;
   if (ctx.json) {
     checked?.throwIfDrift();
     ctx.out(JSON.stringify({ profiles: done, ...(checked && { validations: checked.results }) }));

@@ -96,7 +96,7 @@ async function resolveProfile(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   help: string,
-): Promise<{ dir: string; cacheDir?: string; calibrated: boolean; readOnly?: boolean }> {
+): Promise<{ dir: string; cacheDir?: string; calibrated: boolean }> {
   if (typeof options.profile === 'string') {
     if (options.format !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --profile or --format, not both');
     return { dir: path.resolve(options.profile), calibrated: false };
@@ -122,7 +122,7 @@ async function resolveProfile(
       signal: ctx.signal,
       onProgress: (p) => bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `calibrating ${p.tensor ?? ''}`),
     });
-    return { dir: r.profilePath, cacheDir, calibrated: !r.cached, readOnly: readOnly !== null };
+    return { dir: r.profilePath, cacheDir, calibrated: !r.cached };
   } finally {
     bar.done();
   }
@@ -204,7 +204,7 @@ export async function validateCommand(argv: string[], ctx: CommandContext): Prom
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
   const profile = await resolveProfile(model, options, ctx, VALIDATE_HELP);
-  const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir, profile.readOnly);
+  const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir);
   if (ctx.json) ctx.out(JSON.stringify({ ...validationJson(r), calibrated: profile.calibrated }));
   else printValidation(ctx, r);
   return 0;
@@ -218,7 +218,6 @@ async function runValidation(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   cacheDir?: string,
-  readOnlyCache = false,
 ): Promise<ValidationResult> {
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
   let r: ValidationResult;
@@ -228,7 +227,6 @@ async function runValidation(
       threads: intOption(options.threads, 'threads', 1, 1024),
       throwOnDrift: false,
       cacheDir,
-      store: !readOnlyCache,
       dynamicActivations: Boolean(options['dynamic-activations']),
       signal: ctx.signal,
       onProgress: (f, d) => bar.update(f, d),
@@ -236,7 +234,6 @@ async function runValidation(
   } finally {
     bar.done();
   }
-  if (readOnlyCache) readOnlyNote(r, cacheDir);
   if (!r.passed) {
     // The report first (for a person), then the error and the non-zero exit.
     if (!ctx.json) printValidation(ctx, r);
@@ -310,11 +307,6 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
   return 0;
 }
 
-/** A result that could not be recorded because the cache is read-only says so. */
-function readOnlyNote(r: ValidationResult, cacheDir: string | undefined): void {
-  if (!r.stored) r.store_note = `not recorded: the cache ${cacheDir ?? ''} is read-only`;
-}
-
 /** The options `calibrate --validate` adds, for its help text. */
 export const VALIDATE_HELP_LINES = `  --validate              then validate the profile semantically (FP16 vs quantized embeddings, see
                           \`calibscope validate\`); records the result in it, exits 1 with
@@ -347,7 +339,6 @@ export async function validateAfterCalibrate(
   options: ParsedArgs['options'],
   ctx: CommandContext,
   cacheDir?: string,
-  readOnlyCache = false,
 ): Promise<CalibrateValidation> {
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
@@ -361,8 +352,7 @@ export async function validateAfterCalibrate(
           threads: intOption(options.threads, 'threads', 1, 1024),
           throwOnDrift: false,
           cacheDir,
-          store: !readOnlyCache,
-          dynamicActivations: Boolean(options['dynamic-activations']),
+              dynamicActivations: Boolean(options['dynamic-activations']),
           signal: ctx.signal,
           onProgress: (f, d) => bar.update((i + f) / models.length, `validating ${i + 1}/${models.length}: ${d}`),
         }),
@@ -371,7 +361,6 @@ export async function validateAfterCalibrate(
   } finally {
     bar.done();
   }
-  if (readOnlyCache) for (const r of results) readOnlyNote(r, cacheDir);
   const profiles = new Map<string, unknown>();
   for (const m of models) profiles.set(m.profile_path, await loadProfile(m.profile_path, { verifyScales: false }));
   const failed = results.filter((r) => !r.passed);
