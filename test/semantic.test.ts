@@ -307,9 +307,11 @@ describe('statistics on hand-made vectors', () => {
     // Move point 2 to 95 degrees: neighbours of 0: {1,2}→{1,3}; 1: {0,2}→{0,3}; 2: {1,0}→{3,4};
     // 3: {4,2}→{2,4}; 4: {3,2}→{2,3}. Overlaps 1/2, 1/2, 0, 1, 1 → mean 0.6.
     const moved = [0, 10, 95, 90, 100].map(at);
-    assert.ok(Math.abs(retrievalAgreement(ref, moved, 2) - 0.6) < 1e-12);
+    assert.ok(Math.abs(retrievalAgreement(ref, moved, 2)! - 0.6) < 1e-12);
     // k is capped at n − 1.
     assert.equal(retrievalAgreement(ref, moved, 10), 1);
+    // One query has no neighbours: nothing is measured, which is not agreement.
+    assert.equal(retrievalAgreement(ref.slice(0, 1), moved.slice(0, 1), 10), null);
   });
 
   test('per-query summary', () => {

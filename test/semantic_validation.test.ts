@@ -64,7 +64,7 @@ describe('validateSemanticAlignment on bert-tiny-a', () => {
       const r = await validateSemanticAlignment(MODEL, dir, QUERIES);
       t.diagnostic(
         `${r.format}: mean Pearson ${r.mean_correlation.toFixed(6)}, min ${r.min_correlation.toFixed(6)}, ` +
-          `cosine ${r.mean_cosine.toFixed(6)}, top-10 retrieval agreement ${r.retrieval_agreement.toFixed(4)}`,
+          `cosine ${r.mean_cosine.toFixed(6)}, top-10 retrieval agreement ${r.retrieval_agreement?.toFixed(4)}`,
       );
       assert.equal(r.model_id, 'model');
       assert.equal(r.per_query.length, 48);
@@ -75,7 +75,7 @@ describe('validateSemanticAlignment on bert-tiny-a', () => {
       const mean = r.per_query.reduce((a, q) => a + q.correlation, 0) / 48;
       assert.ok(Math.abs(mean - r.mean_correlation) < 1e-12);
       assert.equal(Math.min(...r.per_query.map((q) => q.correlation)), r.min_correlation);
-      assert.ok(r.retrieval_agreement > 0.5 && r.retrieval_agreement <= 1);
+      assert.ok(r.retrieval_agreement !== null && r.retrieval_agreement > 0.5 && r.retrieval_agreement <= 1);
       // The query longer than the model's 128 tokens is reported.
       assert.deepEqual(r.truncated_queries.map((q) => q.index), [QUERIES.findIndex((q) => q.startsWith('A very long query'))]);
       assert.ok(r.per_query[r.truncated_queries[0].index].truncated);
@@ -243,6 +243,21 @@ describe('CLI', () => {
     assert.equal(e.error.code, 'E_SEMANTIC_DRIFT');
     assert.equal(e.error.details.threshold, 0.99999);
     assert.equal(e.error.details.model_id, 'model');
+  });
+
+  test('validate with one query: retrieval agreement is not measured (null), not a perfect 1', () => {
+    const profile = tmp('one-query-profile');
+    fs.cpSync(nvfp4, profile, { recursive: true });
+    const one = tmp('one-query.txt');
+    fs.writeFileSync(one, 'a single query about quantization\n');
+    const j = cli(['validate', MODEL, '--profile', profile, '--queries', one, '--json']);
+    assert.equal(j.status, 0, j.stderr);
+    const v = json(j);
+    assert.equal(v.query_count, 1);
+    assert.equal(v.retrieval_agreement, null);
+    const h = cli(['validate', MODEL, '--profile', profile, '--queries', one]);
+    assert.equal(h.status, 0, h.stderr);
+    assert.match(h.stdout, /retrieval agreement n\/a \(needs 2 queries\) over 1 query /);
   });
 
   test('validate --format uses (or makes) the cached profile; attribute --format --json', () => {

@@ -52,7 +52,7 @@ export interface MixedPrecisionSuggestion {
   /** The combination's own forward pass. */
   mean_correlation: number;
   min_correlation: number;
-  retrieval_agreement: number;
+  retrieval_agreement: number | null;
   /** Over every tensor of the checkpoint (tensors that are not quantized count at their stored width). */
   bits_per_weight: number;
   /** Over the profile's quantized tensors only. */
@@ -72,7 +72,7 @@ export interface AttributionResult {
   query_count: number;
   queries_hash: string;
   /** The whole model as calibrated. */
-  baseline: { mean_correlation: number; min_correlation: number; retrieval_agreement: number; passed: boolean };
+  baseline: { mean_correlation: number; min_correlation: number; retrieval_agreement: number | null; passed: boolean };
   /** Worst first. */
   ranking: AttributionEntry[];
   suggestion: MixedPrecisionSuggestion;
@@ -159,7 +159,7 @@ export async function attributeWithScales(
     };
     const stats = (emb: Float32Array[], withRetrieval: boolean) => {
       const s = compareEmbeddings(fp16, emb);
-      return { mean: s.mean, min: s.min, retrieval: withRetrieval ? retrievalAgreement(fp16, emb, RETRIEVAL_K) : NaN };
+      return { mean: s.mean, min: s.min, retrieval: withRetrieval ? retrievalAgreement(fp16, emb, RETRIEVAL_K) : null };
     };
 
     // The model as calibrated.
@@ -237,7 +237,7 @@ export async function attributeWithScales(
     // the rest at FP8 (or at the format when FP8 is no higher than it).
     const statesFor = (phase: 'fp8' | 'fp16', k: number): State[] =>
       order.map((_, i) => (i < k ? phase : phase === 'fp16' && fp8Available ? 'fp8' : 'format'));
-    const memo = new Map<string, { mean: number; min: number; retrieval: number }>();
+    const memo = new Map<string, { mean: number; min: number; retrieval: number | null }>();
     let evaluations = 0;
     const evaluate = async (phase: 'fp8' | 'fp16', k: number) => {
       const key = `${phase}:${k}`;

@@ -90,14 +90,15 @@ export function topNeighbours(vectors: readonly ArrayLike<number>[], k: number):
 /**
  * Retrieval agreement: for each query, the share of its top-k neighbours within the set (FP16
  * embeddings) that are also among its top-k with the quantized embeddings; averaged over the
- * queries. 1 means every query retrieves the same neighbours. k is capped at n − 1.
+ * queries. 1 means every query retrieves the same neighbours. k is capped at n − 1; with fewer
+ * than two queries there are no neighbours to compare, and the agreement is null (not measured).
  */
-export function retrievalAgreement(reference: readonly ArrayLike<number>[], candidate: readonly ArrayLike<number>[], k = 10): number {
+export function retrievalAgreement(reference: readonly ArrayLike<number>[], candidate: readonly ArrayLike<number>[], k = 10): number | null {
   if (reference.length !== candidate.length) {
     throw new CalibscopeError('E_BAD_ARGUMENT', `embedding sets of different sizes: ${reference.length} vs ${candidate.length}`);
   }
   const n = reference.length;
-  if (n < 2) return 1;
+  if (n < 2) return null;
   const a = topNeighbours(reference, k);
   const b = topNeighbours(candidate, k);
   let sum = 0;

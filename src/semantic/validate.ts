@@ -30,7 +30,7 @@ export interface SemanticValidationSummary {
   mean_correlation: number;
   min_correlation: number;
   mean_cosine: number;
-  retrieval_agreement: number;
+  retrieval_agreement: number | null;
   retrieval_k: number;
   threshold: number;
   passed: boolean;
@@ -70,7 +70,7 @@ export interface DynamicActivationsResult {
   min_correlation: number;
   worst_query: string;
   mean_cosine: number;
-  retrieval_agreement: number;
+  retrieval_agreement: number | null;
   /** The weight-only figure of the same run, for comparison. */
   weight_only_mean_correlation: number;
   /** Over every quantized Linear input and every sequence (batch). */
@@ -96,7 +96,7 @@ export interface ValidationResult {
   /** The query with the least correlation. */
   worst_query: string;
   mean_cosine: number;
-  retrieval_agreement: number;
+  retrieval_agreement: number | null;
   retrieval_k: number;
   threshold: number;
   passed: boolean;

@@ -85,6 +85,11 @@ function fixed(x: number, d = 6): string {
   return Number.isFinite(x) ? x.toFixed(d) : String(x);
 }
 
+/** A single query has no neighbours, so its retrieval agreement is not measured (null). */
+function agreement(x: number | null): string {
+  return x === null ? 'n/a (needs 2 queries)' : fixed(x, 4);
+}
+
 function short(s: string, n = 60): string {
   const one = s.replace(/\s+/g, ' ');
   return one.length > n ? `${one.slice(0, n - 1)}…` : one;
@@ -162,7 +167,7 @@ function printValidation(ctx: CommandContext, r: ValidationResult): void {
   ctx.out('');
   ctx.out(
     `${r.model_id} (${r.format}): mean Pearson ${fixed(r.mean_correlation)} (min ${fixed(r.min_correlation)}), mean cosine ` +
-      `${fixed(r.mean_cosine)}, top-${r.retrieval_k} retrieval agreement ${fixed(r.retrieval_agreement, 4)} over ${r.query_count} queries ` +
+      `${fixed(r.mean_cosine)}, top-${r.retrieval_k} retrieval agreement ${agreement(r.retrieval_agreement)} over ${r.query_count} ${r.query_count === 1 ? 'query' : 'queries'} ` +
       `in ${r.seconds.toFixed(2)} s — ${r.passed ? 'passed' : 'FAILED'} (threshold ${r.threshold})`,
   );
   if (r.truncated_queries.length > 0) {
