@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { encodeSafetensors, type TensorToWrite } from '../src/checkpoints/safetensors_writer.js';
 import { ROOT, describeRun, runCli, scratchSpace } from './helpers/cli_runner.js';
+import { readOnlyRunner as readOnlyNode } from './helpers/read_only.js';
 
 const MODEL = path.join(ROOT, 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
 const BIN = path.join(ROOT, 'bin', 'calibscope.js');
@@ -255,43 +256,10 @@ function copyModel(dir: string): string {
   return dir;
 }
 
-/**
- * How to run the CLI unable to write into a cache. Root ignores permission bits, so as root the
- * child runs as user nobody (setpriv) against root's 0755 folders — another user's files, as a
- * CI job gets them; otherwise the cache's write bits are removed. `skip` says why neither works.
- */
+/** The CLI run unable to write into a cache (test/helpers/read_only.ts says how). */
 function readOnlyRunner(): { skip: string | false; run(args: string[], cache: string): SpawnSyncReturns<string> } {
-  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  const opts = { cwd: ROOT, encoding: 'utf8' as const, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, timeout: 60_000 };
-  if (!asRoot) {
-    const setWritable = (cache: string, on: boolean) => {
-      const walk = (d: string) => {
-        const st = fs.statSync(d);
-        if (st.isDirectory()) for (const n of fs.readdirSync(d)) walk(path.join(d, n));
-        fs.chmodSync(d, on ? st.mode | 0o200 : st.mode & ~0o222);
-      };
-      walk(cache);
-    };
-    return {
-      skip: process.platform === 'win32' ? 'Windows has no write bits to remove' : false,
-      run(args, cache) {
-        setWritable(cache, false);
-        try {
-          return spawnSync(process.execPath, [BIN, ...args], opts);
-        } finally {
-          setWritable(cache, true);
-        }
-      },
-    };
-  }
-  const nobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--'];
-  const which = spawnSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' });
-  if (which.status !== 0) return { skip: 'running as root and setpriv is not installed, so no user to run the CLI as cannot write', run: () => assert.fail() };
-  // The scratch space is private to root (mkdtemp: 0700); nobody needs to read the cache in it.
-  fs.chmodSync(scratch, 0o755);
-  const probe = spawnSync('setpriv', [...nobody, process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(BIN)})`], { encoding: 'utf8' });
-  if (probe.status !== 0) return { skip: `user nobody cannot run the CLI here: ${(probe.stderr || probe.error?.message || '').trim().slice(0, 200)}`, run: () => assert.fail() };
-  return { skip: false, run: (args) => spawnSync('setpriv', [...nobody, process.execPath, BIN, ...args], opts) };
+  const ro = readOnlyNode({ cwd: ROOT, scratch, env });
+  return { skip: ro.skip, run: (args, cache) => ro.run([BIN, ...args], cache) };
 }
 
 describe('a read-only cache', () => {

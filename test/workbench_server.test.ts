@@ -13,6 +13,7 @@ import { COOKIE_NAME } from '../src/server/auth.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import type { ServerMessage } from '../src/service/protocol.js';
 import { WorkbenchService } from '../src/service/service.js';
+import { readOnlyRunner } from './helpers/read_only.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-server-'));
 const ui = path.join(scratch, 'ui');
@@ -192,6 +193,25 @@ describe('calibscope serve: listening errors and a read-only cache', () => {
       assert.equal(r.stdout, '');
     });
   }
+
+  test('with nothing opened on a read-only cache, the demo job fails saying why and what to do', (t) => {
+    const own = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-ro-demo-'));
+    t.after(() => fs.rmSync(own, { recursive: true, force: true }));
+    const ro = readOnlyRunner({ cwd: ROOT, scratch: own });
+    if (ro.skip) return t.skip(ro.skip);
+    const cache = path.join(own, 'cache');
+    fs.mkdirSync(cache);
+    const script =
+      `require('./dist/src/service/default_workspace.js').ensureDemo(${JSON.stringify(cache)})` +
+      `.then(() => console.log('{}'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message, details: e.details })))`;
+    const r = ro.run(['-e', script], cache);
+    assert.equal(r.status, 0, r.stderr);
+    const e = JSON.parse(r.stdout);
+    assert.equal(e.code, 'E_IO');
+    assert.match(e.message, /is read-only \((EACCES|EPERM|EROFS)\), so the demo pipeline cannot be written there: open a model or a pipeline, or use a writable --cache/);
+    assert.equal(e.details.path, cache);
+    assert.deepEqual(fs.readdirSync(cache), [], 'nothing written');
+  });
 
   test('a read-only cache still opens, and its valid profiles show as valid', async () => {
     const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;

@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeDemoPipeline } from '../demo/index.js';
+import { CalibscopeError, readOnlyErrno } from '../util/errors.js';
 import type { JobInfo } from './protocol.js';
 import type { WorkbenchService } from './service.js';
 
@@ -17,9 +18,9 @@ export async function ensureDemo(cacheDir: string, signal?: AbortSignal, onProgr
   const manifest = path.join(dir, 'pipeline.json');
   if (fs.existsSync(manifest)) return manifest;
   // Written beside its place and renamed in, so an interrupted first start leaves no half demo.
-  await fs.promises.mkdir(path.dirname(dir), { recursive: true });
   const tmp = `${dir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   try {
+    await fs.promises.mkdir(path.dirname(dir), { recursive: true });
     await writeDemoPipeline({
       size: 'tiny',
       outDir: tmp,
@@ -31,6 +32,17 @@ export async function ensureDemo(cacheDir: string, signal?: AbortSignal, onProgr
       if ((err.code === 'ENOTEMPTY' || err.code === 'EEXIST') && fs.existsSync(manifest)) return;
       throw err;
     });
+  } catch (err) {
+    // A read-only cache (a CI artifact, another user's) can still show profiles, just not a new demo.
+    const errno = readOnlyErrno(err);
+    if (errno) {
+      throw new CalibscopeError(
+        'E_IO',
+        `the cache ${cacheDir} is read-only (${errno}), so the demo pipeline cannot be written there: open a model or a pipeline, or use a writable --cache`,
+        { path: cacheDir, errno },
+      );
+    }
+    throw err;
   } finally {
     await fs.promises.rm(tmp, { recursive: true, force: true });
   }
