@@ -530,7 +530,7 @@ describe('workbench service: the |x·s| histogram cache (bert-tiny-a copied, fp4
     assert.equal(zeroed.clipped, 0);
   });
 
-  test('the histogram yields to the event loop between slices and counts the same as in one go', async () => {
+  test('the histogram is computed off the JS thread and counts what the plain float32 definition gives', async () => {
     const { loadProfile } = await import('../src/profiles/store.js');
     const { readBlockArrays } = await import('../src/service/block_data.js');
     const profileDir = (await service.call('workspace.get', {})).models[0].profilePath!;
@@ -541,7 +541,6 @@ describe('workbench service: the |x·s| histogram cache (bert-tiny-a copied, fp4
     await f.close();
     const blocks = await readBlockArrays(profileDir, profile, t.name);
     const result = profile.tensor_calibrations[t.name];
-    const dtype = t.dtype;
     let turns = 0;
     let done = false;
     const tick = () => {
@@ -549,12 +548,117 @@ describe('workbench service: the |x·s| histogram cache (bert-tiny-a copied, fp4
       if (!done) setImmediate(tick);
     };
     setImmediate(tick);
-    const sliced = await histogramModule.scaledHistogram(bytes, dtype, blocks, result, 64, { yieldEvery: 4096 });
+    const h = await histogramModule.scaledHistogram(bytes, t.dtype, blocks, result, 64);
     done = true;
-    const whole = await histogramModule.scaledHistogram(bytes, dtype, blocks, result, 64, { yieldEvery: 0 });
-    assert.deepEqual(sliced, whole);
-    assert.equal(sliced.clipped, result.outlier_count);
-    const slices = Math.ceil(result.numel / 4096);
-    assert.ok(turns >= slices, `other work ran ${turns} times during ${slices} slices`);
+    assert.ok(turns > 0, 'the event loop turned while the histogram was computed');
+    assert.deepEqual(h, referenceHistogram(bytes, t.dtype, blocks, result.format, 64));
+    assert.equal(h.clipped, result.outlier_count);
+    assert.equal(h.total, result.numel);
+  });
+
+  for (const [format, blockSize, dtype] of [
+    ['fp4', 16, 'F32'],
+    ['fp8_e4m3', 32, 'BF16'],
+    ['nvfp4', 16, 'F16'],
+    ['mxfp4', 32, 'F32'],
+    ['mxfp8', 32, 'BF16'],
+  ] as const) {
+    test(`${format} / ${blockSize}, ${dtype}, a partial last block and non-finite weights: the same counts as the definition`, async () => {
+      const rows = 7;
+      const cols = 2 * blockSize + 5;
+      const x = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 12.9898) * 3 * (i % 11 === 0 ? 40 : 1));
+      x[3] = NaN;
+      x[cols + 1] = -Infinity;
+      x[2 * cols] = 0;
+      const bytes = encodeAs(x, dtype);
+      const perRow = Math.ceil(cols / blockSize);
+      const n = rows * perRow;
+      const scheme = (await import('../src/calibration/schemes.js')).schemeFor(format);
+      const encoded = scheme.scaleEncoding !== 'fp32';
+      const blocks = {
+        rows,
+        blocks: perRow,
+        blockSize,
+        cols,
+        scale: new Float32Array(n).map((_, k) => 0.5 + ((k * 37) % 13) / 4),
+        mseBefore: null,
+        mseAfter: null,
+        outliers: null,
+        codes: encoded ? new Uint8Array(n).map((_, k) => (format === 'nvfp4' ? 1 + ((k * 29) % 126) : 120 + ((k * 5) % 14))) : null,
+        global: format === 'nvfp4' ? 0.0123 : null,
+      };
+      const result = { tensor_name: 't', format } as never;
+      const h = await histogramModule.scaledHistogram(bytes, dtype, blocks, result, 48);
+      assert.deepEqual(h, referenceHistogram(bytes, dtype, blocks, format, 48));
+      assert.equal(h.total, rows * cols - 2, 'NaN and -Inf are not counted');
+      assert.ok(h.clipped > 0 && h.counts.reduce((a, b) => a + b, 0) === h.total);
+    });
+  }
+});
+
+describe('the addon\'s scaledHistogram: bad arguments are named', () => {
+  test('bins outside 1..65536, a scale array of the wrong length, an NVFP4 call without its global scale', async () => {
+    const { native } = require('../src/native/index.js') as typeof import('../src/native/index.js');
+    const bytes = new Uint8Array(4 * 4 * 32);
+    const base = { dtype: 'F32' as const, rows: 4, cols: 32, blockSize: 16 };
+    // Argument errors are thrown when the call is made, as by the addon's other calls.
+    const expectCode = async (call: () => Promise<unknown>, code: string, re: RegExp) =>
+      assert.rejects(async () => call(), (e: any) => {
+        assert.equal(e.code, code);
+        assert.match(e.message, re);
+        return true;
+      });
+    await expectCode(() => native().scaledHistogram(bytes, { ...base, scheme: 'fp4', scales: new Float32Array(8).fill(1), bins: 0 }), 'E_BAD_ARGUMENT', /bins must be an integer in 1\.\.65536/);
+    await expectCode(() => native().scaledHistogram(bytes, { ...base, scheme: 'fp4', scales: new Float32Array(7).fill(1), bins: 8 }), 'E_BAD_PROFILE', /scales hold 7 entries/);
+    await expectCode(() => native().scaledHistogram(bytes, { ...base, scheme: 'nvfp4', codes: new Uint8Array(8).fill(1), bins: 8 }), 'E_BAD_PROFILE', /globalScale/);
   });
 });
+
+/** Raw little-endian bytes for x: F32 as is; F16 and BF16 from pseudo-random finite bit patterns of
+ *  either sign (any F16 value, BF16 values of magnitude 2^-8 … 2^8), with x's NaN / ±Inf / zero kept. */
+function encodeAs(x: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(x.buffer.slice(0));
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const special = Number.isNaN(x[i]) ? 'nan' : x[i] === 0 ? 'zero' : !Number.isFinite(x[i]) ? 'inf' : null;
+    const sign = x[i] < 0 ? 0x8000 : 0;
+    const r = (i * 2654435761) >>> 16;
+    if (dtype === 'F16') out[i] = special === 'nan' ? 0x7e00 : special === 'inf' ? sign | 0x7c00 : special === 'zero' ? 0 : sign | (r % 0x7c00);
+    else out[i] = special === 'nan' ? 0x7fc0 : special === 'inf' ? sign | 0x7f80 : special === 'zero' ? 0 : sign | ((119 + (r % 16)) << 7) | (r & 0x7f);
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** The histogram's definition, element by element in float32 (Math.fround), as the search scales each weight. */
+function referenceHistogram(bytes: Uint8Array, dtype: string, blocks: import('../src/service/block_data.js').BlockArrays, format: string, bins: number) {
+  const { schemeFor } = require('../src/calibration/schemes.js') as typeof import('../src/calibration/schemes.js');
+  const { native } = require('../src/native/index.js') as typeof import('../src/native/index.js');
+  const { halfTable } = require('../src/util/f16.js') as typeof import('../src/util/f16.js');
+  const scheme = schemeFor(format);
+  const b = new Uint8Array(bytes);
+  const x =
+    dtype === 'F32'
+      ? new Float32Array(b.buffer)
+      : dtype === 'F16'
+        ? Float32Array.from(new Uint16Array(b.buffer), (h) => halfTable()[h])
+        : new Float32Array(Uint32Array.from(new Uint16Array(b.buffer), (h) => h << 16).buffer);
+  const decode = (k: number) =>
+    scheme.scaleEncoding === 'e4m3_x_fp32'
+      ? Math.fround(native().e4m3Decode(blocks.codes!.subarray(k, k + 1))[0] * Math.fround(blocks.global!))
+      : 2 ** (blocks.codes![k] - 127);
+  const y: number[] = [];
+  for (let r = 0; r < blocks.rows; r++) {
+    for (let c = 0; c < blocks.cols; c++) {
+      const k = r * blocks.blocks + Math.floor(c / blocks.blockSize);
+      const ax = Math.abs(x[r * blocks.cols + c]);
+      const v = scheme.scaleEncoding === 'fp32' ? Math.fround(ax * blocks.scale[k]) : Math.fround(ax / decode(k));
+      if (Number.isFinite(v)) y.push(v);
+    }
+  }
+  const max = scheme.elementMax;
+  const top = Math.max(max, y.reduce((m, v) => Math.max(m, v), 0)) * 1.05;
+  const w = top / bins;
+  const counts = new Array<number>(bins).fill(0);
+  for (const v of y) counts[Math.min(bins - 1, Math.floor(v / w))]++;
+  return { edges: Array.from({ length: bins + 1 }, (_, k) => k * w), counts, formatMax: max, clipped: y.filter((v) => v > max).length, total: y.length };
+}

@@ -249,6 +249,33 @@ Napi::Value QuantizedError(const Napi::CallbackInfo& info) {
   return Queue(w);
 }
 
+Napi::Value ScaledHistogramJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsObject())
+    throw coded_error(env, "E_BAD_ARGUMENT", "scaledHistogram(weights: Uint8Array, options: object)");
+  const Napi::Object o = info[1].As<Napi::Object>();
+  auto req = std::make_shared<Request>(parse_request(env, o, true, false));
+  int64_t bins = 0;
+  if (!calib_js::get_count(o, "bins", &bins) || bins < 1 || bins > 65536)
+    throw coded_error(env, "E_BAD_ARGUMENT", "bins must be an integer in 1..65536");
+  const calib::TensorView view = weights_view(env, info[0], *req);
+  auto h = std::make_shared<calib::ScaledHistogram>();
+  auto* w = make_worker(
+      env, {info[0].As<Napi::Object>()},
+      [req, view, bins, h]() { *h = calib::scaled_histogram(view, req->params, req->scales(), int(bins)); },
+      [h](Napi::Env env) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(env);
+        Napi::Float64Array counts = Napi::Float64Array::New(env, h->counts.size());
+        std::memcpy(counts.Data(), h->counts.data(), h->counts.size() * sizeof(double));
+        r.Set("counts", counts);
+        r.Set("top", Napi::Number::New(env, h->top));
+        r.Set("total", Napi::Number::New(env, double(h->total)));
+        r.Set("clipped", Napi::Number::New(env, double(h->clipped)));
+        return r;
+      });
+  return Queue(w);
+}
+
 }  // namespace
 
 void RegisterQuantize(Napi::Env env, Napi::Object exports) {
@@ -256,4 +283,5 @@ void RegisterQuantize(Napi::Env env, Napi::Object exports) {
   exports.Set("fakeQuantize", Napi::Function::New(env, FakeQuantize));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("quantizedError", Napi::Function::New(env, QuantizedError));
+  exports.Set("scaledHistogram", Napi::Function::New(env, ScaledHistogramJs));
 }

@@ -1,4 +1,4 @@
-// Quantized tensors from JS: quantize, dequantize, fakeQuantize and quantizedError, each a
+// Quantized tensors from JS: quantize, dequantize, fakeQuantize, quantizedError and scaledHistogram, each a
 // Promise resolved by a Napi::AsyncWorker (the loops run on the addon's threads, not the JS thread).
 //
 //   quantize(weights: Uint8Array, opts) → { elements: Uint8Array, rowStride, scales, globalScale?,

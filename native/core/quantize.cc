@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -237,6 +238,102 @@ void dequantize_tensor(const PackedView& q, const QuantParams& p, const QuantSca
     if (avx2) isa_avx2::dequantize_span(j, r, c0, c1);
     else isa_baseline::dequantize_span(j, r, c0, c1);
   });
+}
+
+namespace {
+
+// Every F16 bit pattern as float32 (half_to_float's exact values), built once: a lookup is faster
+// than the conversion, which takes a slow path on subnormals.
+const float* half_table() {
+  static const std::vector<float> t = [] {
+    std::vector<float> v(65536);
+    for (uint32_t h = 0; h < 65536; ++h) v[h] = half_to_float(uint16_t(h));
+    return v;
+  }();
+  return t.data();
+}
+
+// Element i of the raw weights as float32: the search's own conversions (exact for F16 and BF16).
+template <DType kD>
+inline float element(const void* data, const float* halves, int64_t i) {
+  if (kD == DType::F16) return halves[static_cast<const uint16_t*>(data)[i]];
+  if (kD == DType::BF16) return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+  return static_cast<const float*>(data)[i];
+}
+
+// Calls fn(y) for every |x·s| (FP32 scales) or |x|/d (encoded) of columns [c0, c1) of row r.
+template <DType kD, bool kDecode, class Fn>
+inline void scaled_span(const QuantJob& j, int64_t r, int64_t c0, int64_t c1, Fn& fn) {
+  const float* halves = kD == DType::F16 ? half_table() : nullptr;
+  for (int64_t c = c0; c < c1; c += j.block_size) {
+    const int64_t b = r * j.blocks_per_row + c / j.block_size;
+    const float param = kDecode ? j.scale_decode[j.scales.codes[b]] : j.scales.mult[b];
+    const int64_t i1 = r * j.view.cols + std::min(c1, c + j.block_size);
+    for (int64_t i = r * j.view.cols + c; i < i1; ++i) {
+      const float ax = std::fabs(element<kD>(j.view.data, halves, i));
+      fn(kDecode ? ax / param : ax * param);
+    }
+  }
+}
+
+// The loop above, instantiated for the job's dtype and scale encoding (no branch per element).
+template <class Fn>
+inline void for_each_scaled(const QuantJob& j, int64_t r, int64_t c0, int64_t c1, Fn fn) {
+  const bool decode = j.enc != ScaleEnc::FP32;
+  switch (j.view.dtype) {
+    case DType::F16: return decode ? scaled_span<DType::F16, true>(j, r, c0, c1, fn) : scaled_span<DType::F16, false>(j, r, c0, c1, fn);
+    case DType::BF16: return decode ? scaled_span<DType::BF16, true>(j, r, c0, c1, fn) : scaled_span<DType::BF16, false>(j, r, c0, c1, fn);
+    default: return decode ? scaled_span<DType::F32, true>(j, r, c0, c1, fn) : scaled_span<DType::F32, false>(j, r, c0, c1, fn);
+  }
+}
+
+}  // namespace
+
+ScaledHistogram scaled_histogram(const TensorView& v, const QuantParams& p, const QuantScales& s, int bins) {
+  check_quant_inputs(v.rows, v.cols, p, s);
+  check_view(v, v.rows, v.cols);
+  if (bins < 1) throw CalibError("E_BAD_ARGUMENT", "a histogram needs at least one bin");
+  QuantJob j = make_job(p, s, v.cols);
+  j.view = v;
+  const float max = elem_max(j.elem);
+  const SpanPlan plan = plan_spans(v.rows, v.cols, p.block_size);
+  std::mutex mu;
+  float hi = 0.0f;
+  ScaledHistogram h;
+  for_each_span(plan, v.rows, v.cols, p.threads, [&](int64_t r, int64_t c0, int64_t c1) {
+    float span_hi = 0.0f;
+    uint64_t total = 0, clipped = 0;
+    for_each_scaled(j, r, c0, c1, [&](float y) {
+      const bool finite = y <= 3.4028235e38f;  // false for NaN and Inf
+      total += finite ? 1u : 0u;
+      clipped += finite && y > max ? 1u : 0u;
+      span_hi = finite && y > span_hi ? y : span_hi;
+    });
+    std::lock_guard<std::mutex> lock(mu);
+    hi = std::max(hi, span_hi);
+    h.total += total;
+    h.clipped += clipped;
+  });
+  h.top = double(std::max(hi, max)) * 1.05;
+  const double width = h.top / bins;
+  std::vector<uint64_t> counts(size_t(bins), 0);
+  for_each_span(plan, v.rows, v.cols, p.threads, [&](int64_t r, int64_t c0, int64_t c1) {
+    // Four interleaved copies, so that runs of values in one bin do not wait on each other's
+    // increments; a last slot takes the non-finite values. y / width ≥ 0, so the truncating
+    // conversion is its floor (std::floor is a libm call on baseline x86-64).
+    const size_t stride = size_t(bins) + 1;
+    std::vector<uint32_t> local(4 * stride, 0);
+    uint32_t k = 0;
+    for_each_scaled(j, r, c0, c1, [&](float y) {
+      const double q = double(y) / width;
+      const size_t bin = y <= 3.4028235e38f ? (q < bins - 1 ? size_t(q) : size_t(bins - 1)) : size_t(bins);
+      ++local[(k++ & 3) * stride + bin];
+    });
+    std::lock_guard<std::mutex> lock(mu);
+    for (size_t b = 0; b < size_t(bins); ++b) counts[b] += uint64_t(local[b]) + local[stride + b] + local[2 * stride + b] + local[3 * stride + b];
+  });
+  h.counts.assign(counts.begin(), counts.end());
+  return h;
 }
 
 QuantError quantized_error(const TensorView& v, const PackedView& q, const QuantParams& p, const QuantScales& s) {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "scheme.h"
 #include "tensor_calibrate.h"
@@ -55,6 +56,16 @@ struct QuantError {
   uint64_t nonfinite = 0;
 };
 
+// The histogram of |x·s| (FP32 scales) or |x|/d (encoded scales) over a tensor, each value computed
+// in float32 exactly as the search scores it: `bins` linear bins from 0 to
+// top = max(largest value, format max) · 1.05. Non-finite values (NaN/Inf weights) are not counted.
+struct ScaledHistogram {
+  std::vector<double> counts;
+  double top = 0.0;
+  uint64_t total = 0;    // finite values counted
+  uint64_t clipped = 0;  // values above the format's max: the calibration's outlier count
+};
+
 // Bytes of one packed row before padding, and the 64-byte aligned row stride.
 int64_t packed_row_bytes(Elem e, int64_t cols);
 int64_t packed_row_stride(Elem e, int64_t cols);
@@ -70,6 +81,10 @@ QuantStats quantize_tensor(const TensorView& v, const QuantParams& p, const Quan
 // x̂ of `v` without packing: `xhat` receives rows·cols float32 values.
 QuantStats fake_quantize_tensor(const TensorView& v, const QuantParams& p, const QuantScales& s, float* xhat,
                                 size_t xhat_count);
+
+// Two passes over the weights (the largest value, then the bins) on the addon's threads; the
+// counts are integers, so they do not depend on the thread count.
+ScaledHistogram scaled_histogram(const TensorView& v, const QuantParams& p, const QuantScales& s, int bins);
 
 // Decodes a packed tensor into rows·cols float32 values.
 void dequantize_tensor(const PackedView& q, const QuantParams& p, const QuantScales& s, float* xhat,

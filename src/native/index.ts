@@ -96,6 +96,14 @@ export interface NativeQuantizedErrorResult {
   nonfinite: number;
 }
 
+/** The |x·s| histogram: `counts` over linear bins from 0 to `top`; `clipped` counts values above the format's max. */
+export interface NativeScaledHistogram {
+  counts: Float64Array;
+  top: number;
+  total: number;
+  clipped: number;
+}
+
 export interface NativeCudaDevice {
   index: number;
   name: string;
@@ -259,6 +267,7 @@ export interface NativeAddon {
   fakeQuantize(weights: Uint8Array, options: NativeQuantOptions): Promise<Float32Array>;
   dequantize(elements: Uint8Array, options: Omit<NativeQuantOptions, 'dtype'> & { rowStride: number }): Promise<Float32Array>;
   quantizedError(weights: Uint8Array, elements: Uint8Array, options: NativeQuantOptions & { rowStride: number }): Promise<NativeQuantizedErrorResult>;
+  scaledHistogram(weights: Uint8Array, options: NativeQuantOptions & { bins: number }): Promise<NativeScaledHistogram>;
 }
 
 let cached: NativeAddon | undefined;
