@@ -38,6 +38,8 @@ export interface Checkpoint {
 }
 
 const SINGLE = 'model.safetensors';
+const PYTORCH_WEIGHTS = /\.(bin|pt|pth)$/;
+const CONVERT_HINT = 'calibscope reads safetensors, so convert them first, e.g. with save_pretrained(dir, safe_serialization=True)';
 const INDEX = 'model.safetensors.index.json';
 
 interface Layout {
@@ -136,10 +138,27 @@ async function layoutOfFolder(dir: string, modelId: string, allowSubfolder: bool
   let message = `${dir}: no ${SINGLE} or ${INDEX} found`;
   if (indexes.length + weights.length > 1) {
     message += ` (found ${[...indexes, ...weights].join(', ')}: pass the one to use)`;
-  } else if (names.some((n) => n.endsWith('.bin') || n.endsWith('.pt') || n.endsWith('.pth'))) {
-    message += ' (only PyTorch .bin/.pt weights are here: convert them to safetensors first)';
+  } else if (names.some((n) => PYTORCH_WEIGHTS.test(n))) {
+    message += `; only PyTorch .bin/.pt weights are here: ${CONVERT_HINT}`;
   }
   throw new CalibscopeError('E_NOT_FOUND', message, { file: dir, lookedFor: [SINGLE, INDEX, '*.safetensors'] });
+}
+
+/**
+ * A folder holding both model.safetensors and model.safetensors.index.json is read as the single
+ * file (as transformers does), so its shards are neither calibrated nor hashed: returns the index
+ * that is passed over, so that the CLI can say so; null otherwise.
+ */
+export async function shadowedIndex(pathArg: string): Promise<string | null> {
+  const abs = path.resolve(pathArg);
+  if (!(await statOrNull(abs))?.isDirectory()) return null;
+  let dir = abs;
+  if (!(await isFile(path.join(dir, SINGLE)))) {
+    const sub = await sentenceTransformerSubfolder(abs);
+    if (!sub) return null;
+    dir = sub;
+  }
+  return (await isFile(path.join(dir, SINGLE))) && (await isFile(path.join(dir, INDEX))) ? path.join(dir, INDEX) : null;
 }
 
 async function resolveLayout(abs: string): Promise<Layout> {
@@ -148,6 +167,11 @@ async function resolveLayout(abs: string): Promise<Layout> {
   if (st.isDirectory()) return layoutOfFolder(abs, folderId(abs), true);
   const dir = path.dirname(abs);
   const base = path.basename(abs);
+  // PyTorch pickles (pytorch_model.bin, its sharded .bin.index.json) are not read: say so, rather
+  // than failing later on a shard that is not safetensors.
+  if (PYTORCH_WEIGHTS.test(base) || /\.(bin|pt|pth)\.index\.json$/.test(base)) {
+    throw new CalibscopeError('E_BAD_CHECKPOINT', `${abs}: PyTorch weights, not safetensors: ${CONVERT_HINT}`, { file: abs });
+  }
   if (base.endsWith('.index.json')) return { modelId: folderId(dir), root: dir, single: null, index: abs };
   if (base.endsWith('.safetensors')) {
     // "model" would name every Hugging Face model alike: use the folder for the conventional name.

@@ -1,6 +1,15 @@
 // A small, strict argument parser: --flag, --key value, --key=value, positionals. Unknown flags are
 // errors (a typo must not silently change a calibration).
+import { FORMAT_NAMES } from '../calibration/schemes.js';
 import { CalibscopeError } from '../util/errors.js';
+
+/** The formats, as usage errors list them. */
+export const FORMAT_CHOICES = FORMAT_NAMES.join(' | ');
+
+/** What a command got instead of its one path, for the usage error (the help is one --help away). */
+export function positionalsText(positionals: readonly string[]): string {
+  return positionals.length === 0 ? 'none' : `${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(', ')}`;
+}
 
 export interface OptionSpec {
   /** 'boolean' flags take no value; 'string' options take one. */

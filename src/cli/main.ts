@@ -5,8 +5,8 @@ import { asCalibscopeError, type CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION } from '../version.js';
 import { CALIBRATE_HELP, calibrateCommand } from './commands/calibrate.js';
 import { DEMO_HELP, demoCommand } from './commands/demo.js';
-import { infoCommand } from './commands/info.js';
-import { quickstartCommand } from './commands/quickstart.js';
+import { INFO_HELP, infoCommand } from './commands/info.js';
+import { QUICKSTART_HELP, quickstartCommand } from './commands/quickstart.js';
 import { ATTRIBUTE_HELP, EMBED_HELP, VALIDATE_HELP, attributeCommand, embedCommand, validateCommand } from './commands/semantic.js';
 import { SERVE_HELP, serveCommand } from './commands/serve.js';
 import { STATUS_HELP, statusCommand } from './commands/status.js';
@@ -32,7 +32,7 @@ ${CALIBRATE_HELP}`;
 
 type Command = (argv: string[], ctx: CommandContext) => Promise<number>;
 
-/** `calibscope <command> --help` prints the command's own help where it has one. */
+/** `calibscope <command> --help` prints the command's own help (every command has one). */
 const COMMAND_HELP: Record<string, string> = {
   calibrate: CALIBRATE_HELP,
   demo: DEMO_HELP,
@@ -41,6 +41,8 @@ const COMMAND_HELP: Record<string, string> = {
   validate: VALIDATE_HELP,
   attribute: ATTRIBUTE_HELP,
   serve: SERVE_HELP,
+  info: INFO_HELP,
+  quickstart: QUICKSTART_HELP,
 };
 const COMMANDS: Record<string, Command> = {
   calibrate: calibrateCommand,
@@ -65,8 +67,34 @@ export function exitCodeFor(e: CalibscopeError, cancelledBy: CancelSignal = 'SIG
   return USAGE_CODES.has(e.code) ? 2 : 1;
 }
 
+/**
+ * Output into a pipe whose reader has gone (`calibscope ... | head -1`) is dropped instead of
+ * crashing with an unhandled EPIPE: the command still finishes (a calibration still writes its
+ * profile) and exits with its own status. The error arrives after the write returned, possibly
+ * after the command ended, so the guard stays for the life of the process (once per stream).
+ */
+const closedPipes = new Map<NodeJS.WriteStream, { closed: boolean }>();
+function guardClosedPipe(stream: NodeJS.WriteStream): (text: string) => void {
+  let state = closedPipes.get(stream);
+  if (!state) {
+    const s = { closed: false };
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      s.closed = true;
+    });
+    closedPipes.set(stream, s);
+    state = s;
+  }
+  const st = state;
+  return (text) => {
+    if (!st.closed) stream.write(text);
+  };
+}
+
 export async function run(argv: string[]): Promise<number> {
   const controller = new AbortController();
+  const stdout = guardClosedPipe(process.stdout);
+  const stderr = guardClosedPipe(process.stderr);
   let cancelledBy: CancelSignal = 'SIGINT';
   // SIGTERM (CI timeouts, `docker stop`) and SIGHUP cancel like Ctrl-C, so temporary files and
   // locks are removed before the process exits; a second signal stops at once.
@@ -81,8 +109,8 @@ export async function run(argv: string[]): Promise<number> {
   });
   const ctx: CommandContext = {
     json: argv.includes('--json'),
-    out: (line) => process.stdout.write(`${line}\n`),
-    err: (line) => process.stderr.write(`${line}\n`),
+    out: (line) => stdout(`${line}\n`),
+    err: (line) => stderr(`${line}\n`),
     signal: controller.signal,
   };
   try {
@@ -95,13 +123,14 @@ export async function run(argv: string[]): Promise<number> {
       ctx.out(CALIBSCOPE_VERSION);
       return 0;
     }
-    const cmd = COMMANDS[name];
+    // Own keys only: "constructor" or "toString" are unknown commands, not Object's members.
+    const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
     if (!cmd) {
       ctx.err(`calibscope: unknown command "${name}"\n\n${HELP}`);
       return 2;
     }
     if (rest.includes('--help') || rest.includes('-h')) {
-      ctx.out(COMMAND_HELP[name] ?? HELP);
+      ctx.out(COMMAND_HELP[name]);
       return 0;
     }
     return await cmd(rest, ctx);
@@ -109,7 +138,10 @@ export async function run(argv: string[]): Promise<number> {
     const e = asCalibscopeError(err);
     if (ctx.json) ctx.out(JSON.stringify({ error: e.toJSON() }));
     else ctx.err(`calibscope: error ${e.code}: ${e.message}`);
-    return exitCodeFor(e, cancelledBy);
+    const code = exitCodeFor(e, cancelledBy);
+    // Usage errors name what was wrong; the options are one --help away (not repeated in the message).
+    if (code === 2 && !ctx.json && Object.hasOwn(COMMANDS, argv[0])) ctx.err(`(calibscope ${argv[0]} --help lists the options)`);
+    return code;
   } finally {
     for (const [sig, handler] of handlers) process.off(sig, handler);
   }

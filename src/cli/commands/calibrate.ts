@@ -7,16 +7,15 @@ import type { ConfigInput } from '../../calibration/config.js';
 import { CALIBRATION_MODES, modeNeedsStats, parseMode } from '../../calibration/modes.js';
 import { improvementRatio } from '../../calibration/schemes.js';
 import type { ModelCalibrationProfile } from '../../calibration/types.js';
-import { openCheckpoint } from '../../checkpoints/checkpoint.js';
+import { openCheckpoint, shadowedIndex } from '../../checkpoints/checkpoint.js';
 import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
 import { runPipeline, type PipelineProfile } from '../../pipeline/run.js';
 import { calibrateCached, openCache, openCacheMode } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
-import { calibrationQueriesHash, calibrationStatsCached, resolveCalibrationQueries } from '../../semantic/calibration_stats.js';
-import { loadQueries } from '../../semantic/queries.js';
+import { calibrationStatsCached, resolveCalibrationQueries } from '../../semantic/calibration_stats.js';
 import { CalibscopeError } from '../../util/errors.js';
-import { intOption, parseArgs } from '../args.js';
-import { CONFIG_SPEC, configInput } from '../config_options.js';
+import { FORMAT_CHOICES, intOption, parseArgs, positionalsText } from '../args.js';
+import { CONFIG_SPEC, calibrationQueriesInput, configInput } from '../config_options.js';
 import { eng, table } from '../format.js';
 import { PipelineProgress } from '../pipeline_progress.js';
 import { ProgressBar } from '../progress.js';
@@ -118,10 +117,9 @@ async function configWithQueries(options: Record<string, string | boolean | unde
   // --backend is checked here, so that a bad value is not reported as a pipeline manifest's error.
   const input = { ...configInput(options), backend: parseBackend(options.backend) };
   if (input.mode !== undefined) parseMode(input.mode);
-  const file = options['calibration-queries'] ?? options.queries;
-  if (typeof file !== 'string') return { input };
-  const { queries } = await loadQueries(file);
-  return { input: { ...input, calibration_queries_hash: await calibrationQueriesHash(queries) }, queries };
+  const { queries, calibration_queries_hash } = await calibrationQueriesInput(options);
+  if (!queries) return { input };
+  return { input: { ...input, calibration_queries_hash }, queries };
 }
 
 function modeText(profile: ModelCalibrationProfile): string {
@@ -144,8 +142,8 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     return pipelineCommand(options.pipeline, options, ctx);
   }
   if (options.jobs !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', '--jobs is for --pipeline');
-  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `calibrate takes one model path\n\n${CALIBRATE_HELP}`);
-  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--format is required\n\n${CALIBRATE_HELP}`);
+  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `calibrate takes one model path, got ${positionalsText(positionals)}`);
+  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--format is required (${FORMAT_CHOICES})`);
   const { input, queries } = await configWithQueries(options);
   const calibrator = new QuantizationCalibrator({ ...input, format: options.format });
   const threads = intOption(options.threads, 'threads', 1, 1024);
@@ -158,6 +156,13 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
     bar.update(p.elementsTotal > 0 ? p.elementsDone / p.elementsTotal : 1, `${p.tensorsDone}/${p.tensorsTotal} ${p.tensor ?? ''}`);
   const started = process.hrtime.bigint();
   const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+  const shadowed = await shadowedIndex(positionals[0]);
+  if (shadowed && !ctx.json) {
+    ctx.err(
+      `calibscope: note: ${path.dirname(shadowed)} holds both model.safetensors and ${path.basename(shadowed)}; ` +
+        `model.safetensors is the model (as for transformers) and the shards are not read — pass ${shadowed} to calibrate the shards`,
+    );
+  }
 
   if (typeof options.out !== 'string') {
     // The cache: reuse a valid profile, calibrate a missing, stale or damaged one.

@@ -10,6 +10,13 @@ import type { CommandContext } from '../context.js';
 
 const GIB = 1024 ** 3;
 
+export const INFO_HELP = `calibscope info [--json]
+
+  Prints the version, the CPU threads and SIMD level, the CUDA device(s) or why there is none,
+  and the backend --backend auto picks here.
+  --json                  {"version", "addon_version", "node", "platform", "threads", "simd",
+                          "cuda": {"compiled", "available", "reason", "devices"}, "auto_backend"}`;
+
 /** A device as --json reports it (snake_case, like the rest of the CLI's JSON). */
 function deviceJson(d: NativeCudaDevice) {
   return {

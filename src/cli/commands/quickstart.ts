@@ -1,10 +1,16 @@
-// `calibscope quickstart` (what `npm start` runs): calibrate the bundled example model, a small
-// BERT encoder in Hugging Face layout, to NVFP4 and FP4 and show the results.
+// `calibscope quickstart`: calibrate the bundled example model, a small BERT encoder in Hugging
+// Face layout, to NVFP4 and FP4 and show the results.
 import path from 'node:path';
 import { calibrateCommand } from './calibrate.js';
 import type { CommandContext } from '../context.js';
 
 export const EXAMPLE_MODEL = path.resolve(__dirname, '..', '..', '..', '..', 'test', 'fixtures', 'reference', 'bert-tiny-a', 'model');
+
+export const QUICKSTART_HELP = `calibscope quickstart [calibrate options]
+
+  Calibrates the bundled example model (test/fixtures/reference/bert-tiny-a/model) to nvfp4 and
+  fp4 and prints both tables. Other options (--cache DIR, --threads N, ...) are passed to
+  calibrate; see calibscope calibrate --help.`;
 
 export async function quickstartCommand(argv: string[], ctx: CommandContext): Promise<number> {
   ctx.out(`calibscope quickstart: calibrating the example model ${path.relative(process.cwd(), EXAMPLE_MODEL) || EXAMPLE_MODEL}\n`);

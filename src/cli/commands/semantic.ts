@@ -15,7 +15,7 @@ import { embedWithInfo } from '../../semantic/embed.js';
 import { DEFAULT_QUERIES_FILE, loadQueries } from '../../semantic/queries.js';
 import { driftError, validateSemanticAlignment, type ValidationResult } from '../../semantic/validate.js';
 import { CalibscopeError } from '../../util/errors.js';
-import { intOption, numberOption, parseArgs, type ParsedArgs } from '../args.js';
+import { FORMAT_CHOICES, intOption, numberOption, parseArgs, positionalsText, type ParsedArgs } from '../args.js';
 import { CONFIG_SPEC, configInput } from '../config_options.js';
 import type { CommandContext } from '../context.js';
 import { eng, table } from '../format.js';
@@ -69,8 +69,8 @@ export const VALIDATE_SPEC = { validate: 'boolean', queries: 'string', threshold
 
 const COMMON = { queries: 'string', threads: 'string', json: 'boolean' } as const;
 
-function oneModel(positionals: string[], cmd: string, help: string): string {
-  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `${cmd} takes one model folder\n\n${help}`);
+function oneModel(positionals: string[], cmd: string): string {
+  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `${cmd} takes one model folder, got ${positionalsText(positionals)}`);
   return positionals[0];
 }
 
@@ -100,13 +100,12 @@ async function resolveProfile(
   model: string,
   options: ParsedArgs['options'],
   ctx: CommandContext,
-  help: string,
 ): Promise<{ dir: string; cacheDir?: string; calibrated: boolean }> {
   if (typeof options.profile === 'string') {
     if (options.format !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --profile or --format, not both');
     return { dir: path.resolve(options.profile), calibrated: false };
   }
-  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--profile DIR or --format F is required\n\n${help}`);
+  if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--profile DIR or --format F (${FORMAT_CHOICES}) is required`);
   // A weighted mode's calibration set: --calibration-queries, else the shipped set (never the
   // validation queries, which would then be calibrated on).
   const queries = typeof options['calibration-queries'] === 'string' ? (await loadQueries(options['calibration-queries'])).queries : undefined;
@@ -136,7 +135,7 @@ async function resolveProfile(
 export async function embedCommand(argv: string[], ctx: CommandContext): Promise<number> {
   const { positionals, options } = parseArgs(argv, COMMON);
   ctx.json = Boolean(options.json);
-  const model = oneModel(positionals, 'embed', EMBED_HELP);
+  const model = oneModel(positionals, 'embed');
   const { queries } = await loadQueries(options.queries as string | undefined);
   const r = await embedWithInfo(model, queries, { threads: intOption(options.threads, 'threads', 1, 1024), signal: ctx.signal });
   const truncated = r.embeddings.flatMap((e, i) => (e.truncated ? [i] : []));
@@ -205,10 +204,10 @@ export async function validateCommand(argv: string[], ctx: CommandContext): Prom
     'calibration-queries': 'string',
   });
   ctx.json = Boolean(options.json);
-  const model = oneModel(positionals, 'validate', VALIDATE_HELP);
+  const model = oneModel(positionals, 'validate');
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
-  const profile = await resolveProfile(model, options, ctx, VALIDATE_HELP);
+  const profile = await resolveProfile(model, options, ctx);
   const r = await runValidation(model, profile.dir, queries, threshold, options, ctx, profile.cacheDir);
   if (ctx.json) ctx.out(JSON.stringify({ ...validationJson(r), calibrated: profile.calibrated }));
   else printValidation(ctx, r);
@@ -257,10 +256,10 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
     'calibration-queries': 'string',
   });
   ctx.json = Boolean(options.json);
-  const model = oneModel(positionals, 'attribute', ATTRIBUTE_HELP);
+  const model = oneModel(positionals, 'attribute');
   const threshold = thresholdOf(options);
   const { queries } = await loadQueries(options.queries as string | undefined);
-  const profile = await resolveProfile(model, options, ctx, ATTRIBUTE_HELP);
+  const profile = await resolveProfile(model, options, ctx);
   const bar = new ProgressBar(process.stderr, !ctx.json && Boolean(process.stderr.isTTY));
   let r: AttributionResult;
   try {

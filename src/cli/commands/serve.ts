@@ -57,7 +57,7 @@ function openBrowser(url: string, err: (line: string) => void): void {
 
 export async function serveCommand(argv: string[], ctx: CommandContext): Promise<number> {
   const { positionals, options } = parseArgs(argv, SPEC);
-  if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', `serve takes no positional arguments (got "${positionals[0]}")\n\n${SERVE_HELP}`);
+  if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', `serve takes no positional arguments (got "${positionals[0]}")`);
   if (options.pipeline !== undefined && options.model !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --pipeline or --model, not both');
   const format = typeof options.format === 'string' ? schemeFor(options.format).name : undefined;
   const calibrationMode = parseMode(options.mode);

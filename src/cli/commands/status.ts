@@ -9,8 +9,8 @@ import { cachedProfileDir, checkNotAFile, withModelId } from '../../profiles/cac
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { profileStatus } from '../../profiles/store.js';
 import { CalibscopeError, asCalibscopeError } from '../../util/errors.js';
-import { parseArgs } from '../args.js';
-import { CONFIG_SPEC, configInput } from '../config_options.js';
+import { FORMAT_CHOICES, parseArgs, positionalsText } from '../args.js';
+import { CONFIG_SPEC, calibrationQueriesInput, configInput } from '../config_options.js';
 import type { CommandContext } from '../context.js';
 import { table } from '../format.js';
 
@@ -22,10 +22,21 @@ calibscope status --pipeline FILE [--format F] [--cache DIR] [--json]
   config options as calibrate (--block-sizes, --block-policy, --search, --include, ...), which
   name the profile folder <cache>/calibration/<model-id>/<format>-<config-hash>/.
   --profile DIR           check the profile folder DIR (for example one written with --out)
+  --calibration-queries FILE, --queries FILE
+                          a weighted --mode's calibration query set, as given to calibrate (it is
+                          part of the profile folder's name; default the shipped set)
   --json                  {"model_id", "format", "state", "reason", "profile_path", "checkpoint_hash",
                           "golden_checkpoint_hash", "review"}; {"models": [...]} for a pipeline`;
 
-const SPEC = { ...CONFIG_SPEC, cache: 'string', profile: 'string', pipeline: 'string', json: 'boolean' } as const;
+const SPEC = {
+  ...CONFIG_SPEC,
+  cache: 'string',
+  profile: 'string',
+  pipeline: 'string',
+  json: 'boolean',
+  'calibration-queries': 'string',
+  queries: 'string',
+} as const;
 
 interface StatusLine {
   model_id: string;
@@ -93,7 +104,8 @@ export async function statusCommand(argv: string[], ctx: CommandContext): Promis
       throw new CalibscopeError('E_BAD_ARGUMENT', 'status --pipeline takes no model path and no --profile');
     }
     const manifest = await loadManifest(options.pipeline);
-    const models = resolveModels(manifest, configInput(options));
+    const { calibration_queries_hash } = await calibrationQueriesInput(options);
+    const models = resolveModels(manifest, { ...configInput(options), calibration_queries_hash });
     const lines: StatusLine[] = [];
     for (const m of models) {
       try {
@@ -111,10 +123,11 @@ export async function statusCommand(argv: string[], ctx: CommandContext): Promis
     return 0;
   }
 
-  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `status takes one model path\n\n${STATUS_HELP}`);
+  if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `status takes one model path, got ${positionalsText(positionals)}`);
   const dir = typeof options.profile === 'string' ? path.resolve(options.profile) : null;
-  if (typeof options.format !== 'string' && !dir) throw new CalibscopeError('E_BAD_FORMAT', `--format is required\n\n${STATUS_HELP}`);
-  const config = typeof options.format === 'string' ? makeConfig({ ...configInput(options), format: options.format }) : null;
+  if (typeof options.format !== 'string' && !dir) throw new CalibscopeError('E_BAD_FORMAT', `--format (${FORMAT_CHOICES}) or --profile DIR is required`);
+  const { calibration_queries_hash } = await calibrationQueriesInput(options);
+  const config = typeof options.format === 'string' ? makeConfig({ ...configInput(options), calibration_queries_hash, format: options.format }) : null;
   const line = await statusOf(positionals[0], undefined, config, dir, cacheDir);
   if (ctx.json) {
     ctx.out(JSON.stringify(line));
