@@ -3,7 +3,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { checkpointHash } from '../checkpoints/hash.js';
-import { openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
+import { checkpointLocation, openCheckpoint, type Checkpoint, type TensorInfo } from '../checkpoints/checkpoint.js';
 import { ProfileWriter } from '../profiles/profile_writer.js';
 import { CalibscopeError } from '../util/errors.js';
 import { CALIBSCOPE_VERSION, PROFILE_FORMAT_VERSION } from '../version.js';
@@ -227,6 +227,7 @@ export class QuantizationCalibrator {
         overall_mse_before: counted > 0 ? sumBefore / counted : 0,
         semantic_correlation: null,
         golden_checkpoint_hash: hashBefore,
+        checkpoint_path: checkpointLocation(ckpt),
         config: this.config,
         calibscope_version: CALIBSCOPE_VERSION,
         profile_format_version: PROFILE_FORMAT_VERSION,

@@ -106,6 +106,9 @@ export interface ModelCalibrationProfile {
   overall_mse_before: number;
   semantic_correlation: number | null;
   golden_checkpoint_hash: string;
+  /** The checkpoint it was made from (its sharded index, or its weight file), absolute: another
+   *  checkpoint with the same model id is told apart by it. Absent in profiles written before it was. */
+  checkpoint_path?: string;
   config: CalibrationConfig;
   calibscope_version: string;
   profile_format_version: number;

@@ -63,8 +63,42 @@ async function isFile(p: string): Promise<boolean> {
   return (await statOrNull(p))?.isFile() ?? false;
 }
 
+/** The Hugging Face hub cache's layout: <cache>/models--<org>--<name>/snapshots/<revision>/. */
+const HUB_REPO = /^models--(.+)$/;
+
+/**
+ * A model folder's id: its name, or for a Hugging Face hub snapshot (whose folder is named by a
+ * commit hash) the repository's, "org/name".
+ */
 function folderId(dir: string): string {
+  const parts = dir.split(path.sep);
+  const n = parts.length;
+  const repo = n >= 3 && parts[n - 2] === 'snapshots' ? HUB_REPO.exec(parts[n - 3]) : null;
+  if (repo) {
+    const at = repo[1].indexOf('--');
+    return at > 0 ? `${repo[1].slice(0, at)}/${repo[1].slice(at + 2)}` : repo[1];
+  }
   return path.basename(dir) || 'model';
+}
+
+/** What a profile records as the checkpoint it was made from: the sharded index, or the weight file. */
+export function checkpointLocation(ckpt: Pick<Checkpoint, 'indexPath' | 'files'>): string {
+  return ckpt.indexPath ?? ckpt.files[0];
+}
+
+/**
+ * Whether two checkpoint locations are the same model (not necessarily the same bytes): the same
+ * path, where revisions of one Hugging Face hub repository (…/models--org--name/snapshots/<rev>/…)
+ * count as one.
+ */
+export function sameCheckpointSource(a: string, b: string): boolean {
+  const source = (p: string) => {
+    const parts = path.resolve(p).split(path.sep);
+    const i = parts.lastIndexOf('snapshots');
+    if (i > 0 && i + 1 < parts.length && HUB_REPO.test(parts[i - 1])) parts[i + 1] = '*';
+    return parts.join(path.sep);
+  };
+  return source(a) === source(b);
 }
 
 /** Reads a small JSON file (index, modules.json) with a size cap, as E_BAD_CHECKPOINT on any defect. */

@@ -3,6 +3,7 @@
 import type { ConfigInput } from '../calibration/config.js';
 import { calibrationQueriesHash } from '../semantic/calibration_stats.js';
 import { loadQueries } from '../semantic/queries.js';
+import { CalibscopeError } from '../util/errors.js';
 import { blockSizesOption, listOption, numberOption, type ParsedArgs } from './args.js';
 
 export const CONFIG_SPEC = {
@@ -42,4 +43,20 @@ export async function calibrationQueriesInput(options: ParsedArgs['options']): P
   if (typeof file !== 'string') return {};
   const { queries } = await loadQueries(file);
   return { queries, calibration_queries_hash: await calibrationQueriesHash(queries) };
+}
+
+/** The help line of --model-id (calibrate, status, validate, attribute: one model, not --pipeline). */
+export const MODEL_ID_HELP = `  --model-id ID           the model's id, which names its cache folder (default: the model folder's
+                          name; "org/name" for a Hugging Face hub snapshot). Two checkpoints whose
+                          folders share a name ("model", "checkpoint-1000") need their own ids`;
+
+/** --model-id: a single model's id instead of its folder's name (a pipeline's models have "id"). */
+export function modelIdOption(options: ParsedArgs['options']): string | undefined {
+  const v = options['model-id'];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.trim() === '' || v.length > 200) {
+    throw new CalibscopeError('E_BAD_ARGUMENT', '--model-id must be a non-empty name of at most 200 characters', { option: 'model-id', value: v });
+  }
+  if (options.pipeline !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', '--model-id is for one model: a pipeline names its models with "id" in the manifest');
+  return v;
 }

@@ -8,7 +8,7 @@ import { configHash, type ConfigInput } from '../calibration/config.js';
 import { modeNeedsStats } from '../calibration/modes.js';
 import type { TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { CalibrationConfig, ModelCalibrationProfile } from '../calibration/types.js';
-import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
+import { checkpointLocation, openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { calibrationStatsCached, resolveCalibrationQueries, STATS_DIR, type CalibrationStats } from '../semantic/calibration_stats.js';
 import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError, readOnlyErrno } from '../util/errors.js';
@@ -189,6 +189,18 @@ function readOnlyError(cacheDir: string, errno: string, modelId: string, format:
   );
 }
 
+function sharedIdError(ckpt: Checkpoint, format: string, st: ProfileStatus): CalibscopeError {
+  const review = st.profile?.review;
+  const what = review ? `${review.decision} by ${review.reviewer}` : 'calibrated';
+  return new CalibscopeError(
+    'E_BAD_ARGUMENT',
+    `the cached ${format} profile for model id '${ckpt.modelId}' (${st.profile_path}) belongs to another checkpoint, ${st.other_checkpoint} ` +
+      `(${what}); calibrating ${checkpointLocation(ckpt)} would replace it. Give this model its own id (--model-id ID, or a pipeline's "id"), ` +
+      'or use --force to replace that profile',
+    { model_id: ckpt.modelId, profile_path: st.profile_path, other_checkpoint: st.other_checkpoint, checkpoint: checkpointLocation(ckpt), signed_off: Boolean(review) },
+  );
+}
+
 /** The profile folder for a checkpoint and config in `cacheDir`. */
 export function cachedProfileDir(cacheDir: string, modelId: string, config: CalibrationConfig): string {
   return profileDir(path.resolve(cacheDir), modelId, config.format, configHash(config));
@@ -254,6 +266,9 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
       success = true;
       return { profile: before.profile!, profilePath: dir, cached: true, before: { state: before.state, reason: before.reason } };
     }
+    // Two models whose folders share a name ("model", "checkpoint-1000") share a cache folder;
+    // the other one's profile (perhaps signed off) is not replaced without being asked.
+    if (before.other_checkpoint !== undefined && !opts.force) throw sharedIdError(ckpt, calibrator.config.format, before);
     if (before.state === 'corrupt') {
       // A damaged folder in the cache is ours to replace; ProfileWriter keeps anything that does not
       // look like a profile, so clear it first.

@@ -9,7 +9,7 @@ import { configHash } from '../calibration/config.js';
 import { FORMAT_NAMES } from '../calibration/schemes.js';
 import { rowsCols, type TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { ModelCalibrationProfile, SignOff } from '../calibration/types.js';
-import { openCheckpoint, type Checkpoint } from '../checkpoints/checkpoint.js';
+import { checkpointLocation, openCheckpoint, sameCheckpointSource, type Checkpoint } from '../checkpoints/checkpoint.js';
 import { sha256File } from '../checkpoints/hash.js';
 import { SafetensorsFile } from '../checkpoints/safetensors.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -29,6 +29,9 @@ export interface ProfileStatus {
   profile: ModelCalibrationProfile | null;
   /** The checkpoint's current hash (null when it was not needed: missing or corrupt profile). */
   checkpoint_hash: string | null;
+  /** Stale: the profile was made from another checkpoint (its recorded path) that has the same
+   *  model id, rather than from an earlier version of this one. */
+  other_checkpoint?: string;
 }
 
 export interface ProfileScales {
@@ -90,7 +93,8 @@ export function checkProfileJson(json: unknown, dir: string): ModelCalibrationPr
   need('scales_sha256', (x) => typeof x === 'string' && HEX64_RE.test(x), '64 hex digits');
   need('review', (x) => x === null || isObject(x), 'null or an object');
   need('skipped_tensors', Array.isArray, 'an array');
-  // Absent in profiles written before backends existed.
+  // Absent in profiles written before backends existed, or before the checkpoint's path was recorded.
+  need('checkpoint_path', (x) => x === undefined || (typeof x === 'string' && x.length > 0), 'a path when present');
   need('backend', (x) => x === undefined || (typeof x === 'string' && x.length > 0), 'a backend name when present');
   for (const [name, r] of Object.entries(json.tensor_calibrations as Record<string, unknown>)) {
     if (!isObject(r)) throw bad(dir, `${PROFILE_JSON}: tensor_calibrations['${name}'] is not an object`, { tensor: name });
@@ -312,6 +316,7 @@ const FIXED_FIELDS = [
   'overall_mse',
   'overall_mse_before',
   'golden_checkpoint_hash',
+  'checkpoint_path',
   'config',
   'calibscope_version',
   'profile_format_version',
@@ -469,6 +474,15 @@ export async function profileStatus(dirArg: string, checkpoint: string | Checkpo
   }
   const withHash = { profile_path: dir, profile, checkpoint_hash: current };
   if (current !== profile.golden_checkpoint_hash) {
+    const made = profile.checkpoint_path;
+    if (made !== undefined && !sameCheckpointSource(made, checkpointLocation(ckpt))) {
+      return {
+        ...withHash,
+        state: 'stale',
+        reason: `it was made from another checkpoint with the same model id '${profile.model_id}': ${made}`,
+        other_checkpoint: made,
+      };
+    }
     return {
       ...withHash,
       state: 'stale',

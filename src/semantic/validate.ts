@@ -255,11 +255,12 @@ export async function openProfileFor(modelDir: string, profileDir: string, cache
     const ckpt = await openCheckpoint(modelDir);
     const modelId = ckpt.modelId;
     await ckpt.close();
-    const other = st.profile !== null && st.profile.model_id !== modelId;
+    const other = st.other_checkpoint !== undefined || (st.profile !== null && st.profile.model_id !== modelId);
     if (other) {
+      const made = st.other_checkpoint ?? `checkpoint ${st.profile!.golden_checkpoint_hash.slice(0, 19)}…`;
       throw new CalibscopeError(
         'E_BAD_PROFILE',
-        `profile ${st.profile_path} is for model '${st.profile!.model_id}' (checkpoint ${st.profile!.golden_checkpoint_hash.slice(0, 19)}…), ` +
+        `profile ${st.profile_path} is for model '${st.profile!.model_id}' (${made}), ` +
           `not for ${modelDir} ('${modelId}', ${String(st.checkpoint_hash).slice(0, 19)}…); give this model's profile, or recalibrate (--format uses or makes one)`,
         { path: st.profile_path, reason: st.reason, stale: true, profile_model_id: st.profile!.model_id, model_id: modelId },
       );

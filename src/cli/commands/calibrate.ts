@@ -10,12 +10,12 @@ import type { ModelCalibrationProfile } from '../../calibration/types.js';
 import { openCheckpoint, shadowedIndex } from '../../checkpoints/checkpoint.js';
 import { loadManifest, resolveModels } from '../../pipeline/manifest.js';
 import { runPipeline, type PipelineProfile } from '../../pipeline/run.js';
-import { calibrateCached, openCache, openCacheMode } from '../../profiles/cache.js';
+import { calibrateCached, openCache, openCacheMode, withModelId } from '../../profiles/cache.js';
 import { defaultCacheDir } from '../../profiles/paths.js';
 import { calibrationStatsCached, resolveCalibrationQueries } from '../../semantic/calibration_stats.js';
 import { CalibscopeError } from '../../util/errors.js';
 import { FORMAT_CHOICES, intOption, parseArgs, positionalsText } from '../args.js';
-import { CONFIG_SPEC, calibrationQueriesInput, configInput } from '../config_options.js';
+import { CONFIG_SPEC, MODEL_ID_HELP, calibrationQueriesInput, configInput, modelIdOption } from '../config_options.js';
 import { eng, table } from '../format.js';
 import { PipelineProgress } from '../pipeline_progress.js';
 import { ProgressBar } from '../progress.js';
@@ -48,7 +48,9 @@ calibscope calibrate --pipeline FILE [--format F] [options]
   --cache DIR             cache folder (default ${defaultCacheDir()}); the profile goes to
                           <cache>/calibration/<model-id>/<format>-<config-hash>/ and a valid one
                           there is reused instead of recalibrated
-  --force                 recalibrate even when the cached profile is valid
+${MODEL_ID_HELP}
+  --force                 recalibrate even when the cached profile is valid (or belongs to another
+                          checkpoint with the same model id)
   --out DIR               write the profile to DIR instead, always recalibrating (no cache)
   --pipeline FILE         calibrate every model of a pipeline.json (see docs/pipeline.md);
                           a model's own "format" etc. override the options here
@@ -61,6 +63,7 @@ ${VALIDATE_HELP_LINES}
 
 const SPEC = {
   ...CONFIG_SPEC,
+  'model-id': 'string',
   threads: 'string',
   backend: 'string',
   force: 'boolean',
@@ -136,6 +139,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   ctx.json = Boolean(options.json);
   // A bad --threshold is a usage error now, not after a whole calibration.
   if (options.validate) thresholdOf(options);
+  const modelId = modelIdOption(options);
   if (typeof options.pipeline === 'string') {
     if (positionals.length > 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'calibrate --pipeline takes no model path');
     if (typeof options.out === 'string') throw new CalibscopeError('E_BAD_ARGUMENT', '--out cannot be used with --pipeline: profiles go to the cache (--cache DIR)');
@@ -175,6 +179,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
         cacheDir: cache,
         readOnly,
         model: positionals[0],
+        modelId,
         config: calibrator.config,
         force: Boolean(options.force),
         threads,
@@ -226,7 +231,7 @@ export async function calibrateCommand(argv: string[], ctx: CommandContext): Pro
   const ckpt = await openCheckpoint(positionals[0]);
   let result;
   try {
-    result = await calibrator.calibrateModel(ckpt, { threads, outDir: path.resolve(options.out), signal: ctx.signal, diagnostics, onProgress, statistics });
+    result = await calibrator.calibrateModel(withModelId(ckpt, modelId), { threads, outDir: path.resolve(options.out), signal: ctx.signal, diagnostics, onProgress, statistics });
   } finally {
     bar.done();
     await ckpt.close();

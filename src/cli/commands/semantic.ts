@@ -16,7 +16,7 @@ import { DEFAULT_QUERIES_FILE, loadQueries } from '../../semantic/queries.js';
 import { driftError, validateSemanticAlignment, type ValidationResult } from '../../semantic/validate.js';
 import { CalibscopeError } from '../../util/errors.js';
 import { FORMAT_CHOICES, intOption, numberOption, parseArgs, positionalsText, type ParsedArgs } from '../args.js';
-import { CONFIG_SPEC, configInput } from '../config_options.js';
+import { CONFIG_SPEC, MODEL_ID_HELP, configInput, modelIdOption } from '../config_options.js';
 import type { CommandContext } from '../context.js';
 import { eng, table } from '../format.js';
 import { ProgressBar } from '../progress.js';
@@ -39,6 +39,7 @@ export const VALIDATE_HELP = `calibscope validate <model> (--profile DIR | --for
   --profile DIR           the profile folder to validate
   --format F              the cached profile for this format (and config options, as calibrate);
                           calibrated into the cache first when there is none
+${MODEL_ID_HELP}
 ${QUERIES_LINE}
   --threshold T           least mean Pearson correlation (default ${DEFAULT_CORRELATION_THRESHOLD})
   --mode M                with --format: the profile of this calibration mode (docs/modes.md)
@@ -60,7 +61,7 @@ export const ATTRIBUTE_HELP = `calibscope attribute <model> (--format F [--cache
   calibration, else FP16) so that the model passes the threshold, with its bits per weight.
 ${QUERIES_LINE}
   --threshold T           (default ${DEFAULT_CORRELATION_THRESHOLD})
-  --mode M, --calibration-queries FILE
+  --mode M, --calibration-queries FILE, --model-id ID
                           with --format: the calibration mode's profile, as for validate
   --json                  {"model_id", "format", "baseline", "ranking": [...], "suggestion": {...}}`;
 
@@ -103,6 +104,7 @@ async function resolveProfile(
 ): Promise<{ dir: string; cacheDir?: string; calibrated: boolean }> {
   if (typeof options.profile === 'string') {
     if (options.format !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', 'give --profile or --format, not both');
+    if (options['model-id'] !== undefined) throw new CalibscopeError('E_BAD_ARGUMENT', '--model-id names a cached profile (with --format), not --profile');
     return { dir: path.resolve(options.profile), calibrated: false };
   }
   if (typeof options.format !== 'string') throw new CalibscopeError('E_BAD_FORMAT', `--profile DIR or --format F (${FORMAT_CHOICES}) is required`);
@@ -120,6 +122,7 @@ async function resolveProfile(
       cacheDir,
       readOnly,
       model,
+      modelId: modelIdOption(options),
       config: calibrator.config,
       threads: intOption(options.threads, 'threads', 1, 1024),
       queries: queriesHashValue === null ? undefined : queries,
@@ -202,6 +205,7 @@ export async function validateCommand(argv: string[], ctx: CommandContext): Prom
     threshold: 'string',
     'dynamic-activations': 'boolean',
     'calibration-queries': 'string',
+    'model-id': 'string',
   });
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'validate');
@@ -254,6 +258,7 @@ export async function attributeCommand(argv: string[], ctx: CommandContext): Pro
     cache: 'string',
     threshold: 'string',
     'calibration-queries': 'string',
+    'model-id': 'string',
   });
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'attribute');

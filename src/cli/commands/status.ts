@@ -10,7 +10,7 @@ import { defaultCacheDir } from '../../profiles/paths.js';
 import { profileStatus } from '../../profiles/store.js';
 import { CalibscopeError, asCalibscopeError } from '../../util/errors.js';
 import { FORMAT_CHOICES, parseArgs, positionalsText } from '../args.js';
-import { CONFIG_SPEC, calibrationQueriesInput, configInput } from '../config_options.js';
+import { CONFIG_SPEC, MODEL_ID_HELP, calibrationQueriesInput, configInput, modelIdOption } from '../config_options.js';
 import type { CommandContext } from '../context.js';
 import { table } from '../format.js';
 
@@ -22,6 +22,7 @@ calibscope status --pipeline FILE [--format F] [--cache DIR] [--json]
   config options as calibrate (--block-sizes, --block-policy, --search, --include, ...), which
   name the profile folder <cache>/calibration/<model-id>/<format>-<config-hash>/.
   --profile DIR           check the profile folder DIR (for example one written with --out)
+${MODEL_ID_HELP}
   --calibration-queries FILE, --queries FILE
                           a weighted --mode's calibration query set, as given to calibrate (it is
                           part of the profile folder's name; default the shipped set)
@@ -34,6 +35,7 @@ const SPEC = {
   profile: 'string',
   pipeline: 'string',
   json: 'boolean',
+  'model-id': 'string',
   'calibration-queries': 'string',
   queries: 'string',
 } as const;
@@ -128,7 +130,7 @@ export async function statusCommand(argv: string[], ctx: CommandContext): Promis
   if (typeof options.format !== 'string' && !dir) throw new CalibscopeError('E_BAD_FORMAT', `--format (${FORMAT_CHOICES}) or --profile DIR is required`);
   const { calibration_queries_hash } = await calibrationQueriesInput(options);
   const config = typeof options.format === 'string' ? makeConfig({ ...configInput(options), calibration_queries_hash, format: options.format }) : null;
-  const line = await statusOf(positionals[0], undefined, config, dir, cacheDir);
+  const line = await statusOf(positionals[0], modelIdOption(options), config, dir, cacheDir);
   if (ctx.json) {
     ctx.out(JSON.stringify(line));
   } else {
