@@ -32,6 +32,8 @@ function useKeyboard() {
         if (e.key === 'Escape') t.blur();
         return;
       }
+      // Enter on a button or a model row is that control's own; it does not also open a tensor.
+      if (t && (t.tagName === 'BUTTON' || t.closest('[role=listbox]')) && e.key !== 'Escape') return;
       if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
         a.moveCursor(e.key === 'ArrowDown' ? 1 : -1);
         e.preventDefault();
@@ -50,9 +52,14 @@ function useKeyboard() {
 function CorrelationBadge() {
   const mean = useW((s) => s.validation?.meanCorrelation ?? s.profile?.summary.meanCorrelation ?? null);
   const threshold = useW((s) => s.validation?.threshold ?? s.workspace?.thresholds.correlation ?? null);
-  const ok = mean !== null && threshold !== null ? mean >= threshold : null;
+  // A stale profile's correlation is of weights that changed since: shown, but not as a pass or fail.
+  const stale = useW((s) => s.profile?.summary.state === 'stale');
+  const ok = mean !== null && threshold !== null && !stale ? mean >= threshold : null;
   return (
-    <span className={`corr-badge ${ok === null ? 'muted' : ok ? 'pass-ok' : 'pass-fail'}`} title={mean === null ? 'not validated' : `mean Pearson correlation ${mean} (threshold ${threshold})`}>
+    <span
+      className={`corr-badge ${ok === null ? 'muted' : ok ? 'pass-ok' : 'pass-fail'}`}
+      title={mean === null ? 'not validated' : `mean Pearson correlation ${mean} (threshold ${threshold})${stale ? ' of the weights before the checkpoint changed' : ''}`}
+    >
       mean r{' '}
       <b data-testid="correlation-value" data-value={mean ?? ''}>
         {mean === null ? 'not validated' : mean.toFixed(5)}
@@ -84,6 +91,20 @@ function CentreTabs() {
   );
 }
 
+/** Says plainly, over everything, that the service is gone: the views are as they were last
+ *  loaded, and what is clicked meanwhile fails until the connection comes back. */
+function ConnectionLost() {
+  const conn = useW((s) => s.connection);
+  const electron = useW((s) => s.info?.mode === 'electron');
+  if (conn !== 'closed') return null;
+  return (
+    <div className="conn-lost" role="alert" data-testid="connection-lost">
+      <b>Lost the connection to {electron ? 'the calibscope service' : 'calibscope serve'}; reconnecting…</b>{' '}
+      {electron ? null : 'What is shown is as last loaded. If the server was restarted, open the URL it printed (each start has a new token).'}
+    </div>
+  );
+}
+
 export function App() {
   const theme = useResolvedTheme();
   useKeyboard();
@@ -108,6 +129,7 @@ export function App() {
         <SignOffBox />
       </aside>
       <Toasts />
+      <ConnectionLost />
     </div>
   );
 }

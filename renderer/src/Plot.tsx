@@ -40,7 +40,8 @@ export function Plot(props: PlotProps) {
     void loadPlotly().then(async (Plotly) => {
       if (stale) return;
       const t0 = performance.now();
-      await Plotly.react(el, props.data, props.layout, { displaylogo: false, responsive: true, ...props.config });
+      // No "Share chart" button: it uploads the plot's data (a private model's scales) to Plotly's cloud.
+      await Plotly.react(el, props.data, props.layout, { displaylogo: false, responsive: true, ...props.config, showSendToCloud: false });
       handlers.current.onDrawn?.(performance.now() - t0);
     });
     return () => {

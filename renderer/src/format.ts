@@ -52,6 +52,15 @@ export function stateBadge(m: { state: string; draft: boolean; review: { decisio
   return { text: m.state, cls: `state-${m.state}` };
 }
 
+/** The list's pass/fail mark. A profile that no longer matches its checkpoint (stale) or cannot
+ *  be read (corrupt) is not judged: its MSE and correlation describe weights that are gone. */
+export function passMark(m: { state: string; passed: boolean | null }): { text: string; title: string; cls: string } {
+  if (m.state === 'stale') return { text: '·', title: 'not judged: the checkpoint changed since calibration (recalibrate)', cls: 'pass-none' };
+  if (m.state === 'corrupt') return { text: '·', title: 'not judged: the profile is damaged (recalibrate)', cls: 'pass-none' };
+  if (m.passed === null) return { text: '·', title: 'not judged yet (no validation result and no MSE threshold)', cls: 'pass-none' };
+  return m.passed ? { text: '✓', title: 'passes the thresholds', cls: 'pass-ok' } : { text: '✗', title: 'fails a threshold', cls: 'pass-fail' };
+}
+
 export function shape(s: readonly number[]): string {
   return s.join('×');
 }

@@ -216,6 +216,12 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
     function showError(e: ProtocolError) {
       get().toast('error', e.message, e.code);
     }
+    /** True (and says so) while the connection to the service is lost. */
+    function offline(): boolean {
+      if (get().connection !== 'closed') return false;
+      get().toast('error', 'not connected to the calibscope service; reconnecting… (what is shown is as last loaded)', 'E_IO');
+      return true;
+    }
 
     async function loadGrid() {
       const s = get();
@@ -353,11 +359,14 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       },
 
       async selectModel(id) {
+        // Without the service nothing new can be loaded: keep what is shown rather than a blank view.
+        if (id !== null && offline()) return;
         set({ selectedModel: id, profile: null, selectedTensor: null, cursor: null, grid: null, histogram: null, hover: null, validation: null, gridWindow: {}, viewRev: get().viewRev + 1, rerunForm: { ...RERUN_FORM_DEFAULTS } });
         if (id) await loadProfile(false);
       },
 
       async selectTensor(name) {
+        if (name !== null && offline()) return;
         // Closing keeps the cursor where it was, so Enter opens the same tensor again.
         const changed = name !== get().selectedTensor;
         set({

@@ -30,7 +30,12 @@ export function electronTransport(bridge: PreloadBridge): Transport {
 
 const disconnected = { code: 'E_IO' as const, message: 'lost the connection to calibscope serve; reconnecting…', details: {} };
 
-/** A WebSocket to /ws on the page's own origin (the cookie carries the token); reconnects on loss. */
+/**
+ * A WebSocket to /ws on the page's own origin (the cookie carries the token); reconnects on loss.
+ * Requests made before the first connection wait for it. Once a connection was lost, the state
+ * stays 'closed' through the reconnect attempts, and a request made meanwhile fails at once with
+ * `disconnected` rather than waiting, unanswered, for a server that may never come back.
+ */
 export function webSocketTransport(url: string): Transport {
   let ws: WebSocket | null = null;
   let nextId = 1;
@@ -46,7 +51,7 @@ export function webSocketTransport(url: string): Transport {
   };
 
   const connect = () => {
-    setState('connecting');
+    if (state !== 'closed') setState('connecting');
     const sock = new WebSocket(url);
     ws = sock;
     sock.onopen = () => {
@@ -67,6 +72,7 @@ export function webSocketTransport(url: string): Transport {
     sock.onclose = () => {
       if (ws !== sock) return;
       ws = null;
+      queue.length = 0;
       for (const [id, resolve] of pending) {
         pending.delete(id);
         resolve({ ok: false, error: disconnected });
@@ -85,7 +91,10 @@ export function webSocketTransport(url: string): Transport {
         pending.set(id, resolve as (o: Outcome<unknown>) => void);
         const text = JSON.stringify({ type: 'request', id, method, params });
         if (ws && ws.readyState === WebSocket.OPEN) ws.send(text);
-        else queue.push(text);
+        else if (state === 'closed') {
+          pending.delete(id);
+          resolve({ ok: false, error: disconnected });
+        } else queue.push(text);
       }),
     onEvent: (cb) => {
       eventCbs.add(cb);

@@ -3,9 +3,7 @@
 // the profile's, re-run with another block size, sign-off across a reload, 401 without the
 // token), saves screenshots under test-results/, and logs the timing targets without asserting them.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,64 +11,16 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { SafetensorsFile } from '../../src/checkpoints/safetensors.js';
 import { writeSafetensors } from '../../src/checkpoints/safetensors_writer.js';
 import { native } from '../../src/native/index.js';
+import { CHROMIUM, CHROMIUM_ARGS, httpStatus, serve, skip, type Serve } from '../helpers/workbench_browser.js';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const RESULTS = path.join(ROOT, 'test-results');
-const CHROMIUM = process.env.CALIBSCOPE_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CALIBSCOPE_CHROMIUM)` : false;
-
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-e2e-'));
 const timings: Record<string, unknown> = { machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB` };
 
 function logTiming(name: string, value: unknown): void {
   timings[name] = value;
   console.log(`[timing] ${name}: ${JSON.stringify(value)}`);
-}
-
-interface Serve {
-  url: string;
-  origin: string;
-  child: ChildProcess;
-  startedAt: number;
-  stop(): Promise<number | null>;
-}
-
-/** Starts `calibscope serve` and returns once it printed its tokened URL. */
-function serve(args: string[]): Promise<Serve> {
-  const startedAt = Date.now();
-  const child = spawn(process.execPath, ['bin/calibscope.js', 'serve', '--no-open', '--port', '0', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /^(http:\/\/127\.0\.0\.1:\d+\/)\?token=\S+$/m.exec(out);
-      if (!m) return;
-      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      resolve({
-        url: m[0],
-        origin: m[1],
-        child,
-        startedAt,
-        stop: async () => {
-          child.kill('SIGINT');
-          return exited;
-        },
-      });
-    });
-    child.once('exit', (code) => reject(new Error(`calibscope serve exited with ${code}: ${err}`)));
-  });
-}
-
-function httpStatus(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http.get(url, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    }).on('error', reject);
-  });
 }
 
 function profileJson(cache: string, modelId: string): { dir: string; json: any } {

@@ -1,13 +1,8 @@
 // Left column: the pipeline's models with profile state, overall MSE, mean correlation and a
 // pass/fail mark against the thresholds.
-import type { ModelSummary } from '../../../src/service/protocol';
+import type { KeyboardEvent } from 'react';
 import { useActions, useW } from '../context';
-import { eng, exact, modeShort, stateBadge } from '../format';
-
-function passMark(m: ModelSummary): { text: string; title: string; cls: string } {
-  if (m.passed === null) return { text: '·', title: 'not judged yet (no validation result and no MSE threshold)', cls: 'pass-none' };
-  return m.passed ? { text: '✓', title: 'passes the thresholds', cls: 'pass-ok' } : { text: '✗', title: 'fails a threshold', cls: 'pass-fail' };
-}
+import { eng, exact, modeShort, passMark, stateBadge } from '../format';
 
 export function ModelList() {
   const ws = useW((s) => s.workspace);
@@ -16,6 +11,22 @@ export function ModelList() {
   const a = useActions();
   if (!ws) return <section className="panel models"><p className="muted">connecting…</p></section>;
   const running = Object.values(jobs).some((j) => j.status === 'running' && j.kind === 'calibrate-pipeline');
+  const hasSelected = ws.models.some((m) => m.id === selected);
+  // Keyboard: Enter or Space selects the focused model, ↑/↓ select the previous / next one.
+  const onKey = (e: KeyboardEvent<HTMLUListElement>) => {
+    const li = (e.target as HTMLElement).closest<HTMLElement>('[data-testid=model-row]');
+    if (!li) return;
+    const i = ws.models.findIndex((m) => m.id === li.dataset.modelId);
+    if (e.key === 'Enter' || e.key === ' ') {
+      void a.selectModel(ws.models[i]!.id);
+    } else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      const next = ws.models[Math.max(0, Math.min(ws.models.length - 1, i + (e.key === 'ArrowDown' ? 1 : -1)))]!;
+      void a.selectModel(next.id);
+      (li.parentElement?.querySelector(`[data-model-id="${CSS.escape(next.id)}"]`) as HTMLElement | null)?.focus();
+    } else return;
+    e.preventDefault();
+    e.stopPropagation();
+  };
   return (
     <section className="panel models" aria-label="models">
       <header className="panel-head">
@@ -34,8 +45,8 @@ export function ModelList() {
         <span className="num">corr</span>
         <span />
       </div>
-      <ul className="model-list" role="listbox" aria-label="models">
-        {ws.models.map((m) => {
+      <ul className="model-list" role="listbox" aria-label="models" onKeyDown={onKey}>
+        {ws.models.map((m, i) => {
           const mark = passMark(m);
           const badge = stateBadge(m);
           return (
@@ -46,6 +57,8 @@ export function ModelList() {
               data-state={m.state}
               role="option"
               aria-selected={m.id === selected}
+              // One stop in the Tab order (the selected model); ↑/↓ move within the list.
+              tabIndex={m.id === selected || (!hasSelected && i === 0) ? 0 : -1}
               className={m.id === selected ? 'selected' : ''}
               onClick={() => void a.selectModel(m.id)}
               title={`${m.path}\n${m.format} · ${m.mode} · ${m.reason ?? ''}`}

@@ -4,7 +4,7 @@
 // choices live in the store, which resets them all when another tensor is selected.
 import type { BlockPolicy, CalibrationMode, QuantFormat, RerunResult, SearchMode } from '../../../src/service/protocol';
 import { useActions, useW } from '../context';
-import { eng, exact, ratio } from '../format';
+import { count, eng, exact, ratio } from '../format';
 import { rerunSettings } from '../store';
 
 function Compare({ r }: { r: RerunResult }) {
@@ -14,6 +14,7 @@ function Compare({ r }: { r: RerunResult }) {
     ['mode', r.beforeMode, r.mode],
     ['format', r.before.format, r.after.format],
     ['block size', String(r.before.block_size), String(r.after.block_size)],
+    ['search', r.before.search, r.after.search],
     ['MSE before', eng(r.before.mse_before), eng(r.after.mse_before), exact(r.before.mse_before), exact(r.after.mse_before)],
     ['MSE after', eng(r.before.mse_after), eng(r.after.mse_after), exact(r.before.mse_after), exact(r.after.mse_after)],
     ['ratio', ratio(r.before.improvement_ratio), ratio(r.after.improvement_ratio)],
@@ -23,7 +24,7 @@ function Compare({ r }: { r: RerunResult }) {
           ['weighting', r.before.weighting ?? '—', r.after.weighting ?? '—'],
         ] as [string, string, string, string?, string?][])
       : []),
-    ['outliers', String(r.before.outlier_count), String(r.after.outlier_count)],
+    ['outliers', count(r.before.outlier_count), count(r.after.outlier_count)],
     ['bits/w', r.before.bits_per_weight.toFixed(3), r.after.bits_per_weight.toFixed(3)],
   ];
   return (

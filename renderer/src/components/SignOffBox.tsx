@@ -1,7 +1,7 @@
 // Right column, bottom: sign the selected model's profile off (reviewer, approve or reject, note).
 // The record lands in profile.json with the time and the hash of the profile's content; after
 // that the profile is read-only here (a kept re-run starts a new draft).
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { useActions, useW } from '../context';
 
 export function SignOffBox() {
@@ -11,6 +11,13 @@ export function SignOffBox() {
   const [decision, setDecision] = useState<'approved' | 'rejected'>('approved');
   const [note, setNote] = useState('');
   const [busy, setBusy] = useState(false);
+  // The decision and the note are about one model: another model starts from approve and an empty
+  // note, so what was typed for one is never signed onto the next. The reviewer's name stays.
+  const modelId = profile?.modelId ?? null;
+  useEffect(() => {
+    setDecision('approved');
+    setNote('');
+  }, [modelId]);
   if (!profile) return null;
   const s = profile.summary;
   const review = s.review;

@@ -108,41 +108,43 @@ export function TensorTable() {
         {profile && profile.summary.overallMse !== null && <ModelSummaryLine s={profile.summary} />}
         {profile && <CalibrateButton modelId={profile.modelId} state={profile.summary.state} />}
       </header>
-      <div className="trow thead" role="row">
-        {COLUMNS.map((c) => (
-          <button key={c.key} className={`th th-${c.key}`} title={c.title} onClick={() => a.setSort(c.key)} role="columnheader" aria-sort={sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none'}>
-            {c.label}
-            {sort.key === c.key ? (sort.dir === 'asc' ? ' ▲' : ' ▼') : ''}
-          </button>
-        ))}
-      </div>
-      <div className="tbody" ref={scroller} onScroll={(e) => setScrollTop(e.currentTarget.scrollTop)} role="grid" aria-rowcount={rows.length}>
-        <div style={{ height: rows.length * ROW_H, position: 'relative' }}>
-          {slice.map((t, k) => {
-            const i = first + k;
-            const cls = `trow${t.tensor_name === selected ? ' selected' : ''}${t.tensor_name === cursor ? ' cursor' : ''}`;
-            return (
-              <div
-                key={t.tensor_name}
-                className={cls}
-                style={{ top: i * ROW_H, height: ROW_H }}
-                data-testid="tensor-row"
-                data-tensor={t.tensor_name}
-                role="row"
-                aria-selected={t.tensor_name === selected}
-                onClick={() => void a.selectTensor(t.tensor_name)}
-              >
-                <span className="td td-tensor_name" title={t.tensor_name}>{t.tensor_name}</span>
-                <span className="td td-numel">{shape(t.shape)}</span>
-                <span className="td num">{t.block_size}</span>
-                <span className="td num" title={exact(t.mse_before)}>{eng(t.mse_before)}</span>
-                <span className="td num" title={exact(t.mse_after)}>{eng(t.mse_after)}</span>
-                <span className="td num" title={exact(t.improvement_ratio)}>{ratio(t.improvement_ratio)}</span>
-                <span className="td num">{count(t.outlier_count)}</span>
-                <span className="td num" title={exact(t.bits_per_weight)}>{t.bits_per_weight.toFixed(3)}</span>
-              </div>
-            );
-          })}
+      <div className="tgrid">
+        <div className="trow thead" role="row">
+          {COLUMNS.map((c) => (
+            <button key={c.key} className={`th th-${c.key}`} title={c.title} onClick={() => a.setSort(c.key)} role="columnheader" aria-sort={sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none'}>
+              {c.label}
+              {sort.key === c.key ? (sort.dir === 'asc' ? ' ▲' : ' ▼') : ''}
+            </button>
+          ))}
+        </div>
+        <div className="tbody" ref={scroller} onScroll={(e) => setScrollTop(e.currentTarget.scrollTop)} role="grid" aria-rowcount={rows.length}>
+          <div style={{ height: rows.length * ROW_H, position: 'relative' }}>
+            {slice.map((t, k) => {
+              const i = first + k;
+              const cls = `trow${t.tensor_name === selected ? ' selected' : ''}${t.tensor_name === cursor ? ' cursor' : ''}`;
+              return (
+                <div
+                  key={t.tensor_name}
+                  className={cls}
+                  style={{ top: i * ROW_H, height: ROW_H }}
+                  data-testid="tensor-row"
+                  data-tensor={t.tensor_name}
+                  role="row"
+                  aria-selected={t.tensor_name === selected}
+                  onClick={() => void a.selectTensor(t.tensor_name)}
+                >
+                  <span className="td td-tensor_name" title={t.tensor_name}>{t.tensor_name}</span>
+                  <span className="td td-numel">{shape(t.shape)}</span>
+                  <span className="td num">{t.block_size}</span>
+                  <span className="td num" title={exact(t.mse_before)}>{eng(t.mse_before)}</span>
+                  <span className="td num" title={exact(t.mse_after)}>{eng(t.mse_after)}</span>
+                  <span className="td num" title={exact(t.improvement_ratio)}>{ratio(t.improvement_ratio)}</span>
+                  <span className="td num">{count(t.outlier_count)}</span>
+                  <span className="td num" title={exact(t.bits_per_weight)}>{t.bits_per_weight.toFixed(3)}</span>
+                </div>
+              );
+            })}
+          </div>
         </div>
       </div>
     </section>
