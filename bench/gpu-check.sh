@@ -20,6 +20,11 @@ BIN=build/cuda-bench/calibscope-gpu-bench
 RES="$LOG/results.jsonl"
 : > "$RES"
 
+# What bench/gpu-carry.sh packed: the benchmark, the CUDA addon, the compiled CLI.
+if [ -f .gpu-carry/build.tar.xz ] && [ ! -x "$BIN" ]; then
+  echo "== unpacking .gpu-carry/build.tar.xz"
+  tar -xJf .gpu-carry/build.tar.xz || exit 1
+fi
 if [ ! -x "$BIN" ]; then
   echo "== building $BIN"
   make -C native -j"$(nproc)" bench > "$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
