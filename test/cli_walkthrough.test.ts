@@ -139,6 +139,25 @@ describe('--help and commands', () => {
     assert.match(human.stderr, /got 2: "a", "b"/);
     assert.match(human.stderr, /calibscope calibrate --help/);
   });
+
+  test('quickstart --json is one JSON object holding both formats', () => {
+    const cache = path.join(tmpDir('quickstart'), 'cache');
+    const j = json(cli(['quickstart', '--cache', cache, '--json']));
+    assert.deepEqual(j.results.map((r: any) => r.format), ['nvfp4', 'fp4']);
+    for (const r of j.results) {
+      assert.equal(r.profile.format, r.format);
+      assert.ok(r.profile_path.startsWith(cache));
+    }
+  });
+
+  test('demo --out on a foreign folder is refused without first saying it is writing there', () => {
+    const out = tmpDir('foreign');
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    const r = cli(['demo', '--size', 'tiny', '--out', out]);
+    assert.equal(r.status, 2, describeRun(r));
+    assert.doesNotMatch(r.stdout, /writing/);
+    assert.match(r.stderr, /not empty \(notes\.txt\)/);
+  });
 });
 
 describe('output into a pipe that closes early', () => {

@@ -59,7 +59,8 @@ export async function demoCommand(argv: string[], ctx: CommandContext): Promise<
   const threads = intOption(options.threads, 'threads', 1, 1024);
 
   const bar = new ProgressBar();
-  if (!ctx.json) ctx.out(`calibscope demo: writing the ${size} demo pipeline (12 models) to ${path.resolve(options.out)}`);
+  // Said once writing starts: a refused --out (a folder that is not an earlier demo) is not "being written".
+  let announced = ctx.json;
   let report: DemoReport;
   try {
     report = await writeDemoPipeline({
@@ -68,8 +69,11 @@ export async function demoCommand(argv: string[], ctx: CommandContext): Promise<
       seed,
       threads,
       signal: ctx.signal,
-      onProgress: (p) =>
-        bar.update(p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 0, `${p.modelIndex + 1}/${p.models} ${p.model}  ${mb(p.bytesDone)} of ${mb(p.bytesTotal)}`),
+      onProgress: (p) => {
+        if (!announced) ctx.out(`calibscope demo: writing the ${size} demo pipeline (12 models) to ${path.resolve(options.out as string)}`);
+        announced = true;
+        bar.update(p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 0, `${p.modelIndex + 1}/${p.models} ${p.model}  ${mb(p.bytesDone)} of ${mb(p.bytesTotal)}`);
+      },
     });
   } finally {
     bar.done();
