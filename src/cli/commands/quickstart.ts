@@ -10,7 +10,8 @@ export const QUICKSTART_HELP = `calibscope quickstart [calibrate options]
 
   Calibrates the bundled example model (test/fixtures/reference/bert-tiny-a/model) to nvfp4 and
   fp4 and prints both tables. Other options (--cache DIR, --threads N, ...) are passed to
-  calibrate; see calibscope calibrate --help.`;
+  calibrate; see calibscope calibrate --help.
+  --json                  {"model_path", "results": [{"format", ...calibrate's --json}, ...]}`;
 
 const FORMATS = ['nvfp4', 'fp4'];
 
