@@ -126,6 +126,13 @@ app.on('web-contents-created', (_e, contents) => {
   contents.on('will-attach-webview', (e) => e.preventDefault());
 });
 
+// The workbench needs no camera, microphone, location, notifications or the like; Electron grants
+// such requests by default, so every session denies them all, asked or checked.
+app.on('session-created', (session) => {
+  session.setPermissionRequestHandler((_contents, _permission, callback) => callback(false));
+  session.setPermissionCheckHandler(() => false);
+});
+
 app.whenReady().then(() => {
   protocol.handle(APP_SCHEME, async (req) => {
     const url = new URL(req.url);

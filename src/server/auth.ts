@@ -20,7 +20,14 @@ export function cookieToken(header: string | undefined): string | null {
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
     if (eq < 0) continue;
-    if (part.slice(0, eq).trim() === COOKIE_NAME) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (part.slice(0, eq).trim() !== COOKIE_NAME) continue;
+    // A malformed %-escape is simply a wrong token: decodeURIComponent's URIError must not escape
+    // (in the WebSocket upgrade it would be an uncaught exception, ending the server).
+    try {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return null;
+    }
   }
   return null;
 }

@@ -1,6 +1,8 @@
 // Browser mode: an HTTP server for the built renderer and a WebSocket at /ws that carries the
 // service protocol. Loopback by default; every request needs the per-start token (query or cookie),
-// otherwise 401. The WebSocket also checks that its Origin is this server.
+// otherwise 401. The WebSocket also checks that its Origin is this server. On loopback, a Host
+// header that is not a loopback name is refused (DNS rebinding). Slow or idle clients are cut off
+// and connections are capped, so a peer cannot exhaust the process's sockets.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -17,7 +19,23 @@ export interface ServerOptions {
   port?: number;
   token?: string;
   rendererDir?: string;
+  /** Overrides of DEFAULT_LIMITS (tests use short timeouts). */
+  limits?: Partial<ServerLimits>;
 }
+
+export interface ServerLimits {
+  /** Time a client has to send its request's headers, and the whole request (Node's defaults are
+   *  60 s and 300 s: a slow-loris client could hold a socket that long). */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** How often those timeouts are checked (Node's default, 30 s, adds up to 30 s to each). */
+  timeoutCheckMs: number;
+  /** Open connections at most, HTTP and WebSocket together; further ones are closed at once
+   *  rather than running the process out of file descriptors. A browser uses a handful. */
+  maxConnections: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, timeoutCheckMs: 2_000, maxConnections: 256 };
 
 export interface RunningServer {
   url: string;
@@ -38,6 +56,17 @@ function deny(res: http.ServerResponse, status: number, text: string): void {
 
 export function isLoopback(host: string): boolean {
   return host === '127.0.0.1' || host === '::1' || host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Host headers a loopback server answers: a page whose own name was rebound to 127.0.0.1
+ *  (DNS rebinding) sends its name, not one of these. Strict on purpose: no user@, no paths. */
+const LOOPBACK_HOST_HEADER = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(:\d{1,5})?$/i;
+
+/** Whether a request's Host header is acceptable for a server listening on `listenHost`: on
+ *  loopback only loopback names; elsewhere any (the machine's names are not known; the token guards). */
+export function hostHeaderAllowed(header: string | undefined, listenHost: string): boolean {
+  if (!isLoopback(listenHost)) return true;
+  return header !== undefined && LOOPBACK_HOST_HEADER.test(header);
 }
 
 function hostForUrl(host: string): string {
@@ -65,10 +94,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const token = opts.token ?? newToken();
   const root = opts.rendererDir ?? RENDERER_DIR;
   const service = opts.service;
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
 
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs }, (req, res) => {
     void (async () => {
-      const url = new URL(req.url ?? '/', 'http://local');
+      if (!hostHeaderAllowed(req.headers.host, host)) return deny(res, 403, `calibscope: Host ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} not allowed; open http://127.0.0.1 or http://localhost`);
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://local');
+      } catch {
+        return deny(res, 400, 'bad request');
+      }
       const auth = authenticate(req, url, token);
       if (!auth.ok) return deny(res, 401, 'calibscope: unauthorized (open the URL with ?token=… that `calibscope serve` printed)');
       if (req.method !== 'GET' && req.method !== 'HEAD') return deny(res, 405, 'method not allowed');
@@ -103,19 +139,36 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     for (const ws of sockets) send(ws, { type: 'event', event });
   });
 
+  server.maxConnections = limits.maxConnections;
+
   server.on('upgrade', (req, socket, head) => {
-    const url = new URL(req.url ?? '/', 'http://local');
-    const origin = req.headers.origin;
-    const expected = `http://${req.headers.host}`;
+    // The upgrade handler runs outside any promise: nothing here may throw, and a client that
+    // resets the connection must not become an unhandled 'error' event (either ends the process).
+    socket.on('error', () => socket.destroy());
     const refuse = (status: number, text: string) => {
+      // http.Server sockets are half-open capable: end() alone leaves the socket open for as long
+      // as the client keeps its side open. Destroy it once the refusal is written.
+      socket.once('finish', () => socket.destroy());
       socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     };
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://local');
+    } catch {
+      return refuse(400, 'Bad Request');
+    }
+    if (!hostHeaderAllowed(req.headers.host, host)) return refuse(403, 'Forbidden');
+    const origin = req.headers.origin;
+    const expected = `http://${req.headers.host}`;
     if (url.pathname !== '/ws') return refuse(404, 'Not Found');
     if (!authenticate(req, url, token).ok) return refuse(401, 'Unauthorized');
     if (origin !== undefined && origin !== expected) return refuse(403, 'Forbidden');
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
+      // An oversized message (> MAX_MESSAGE) or a malformed frame: ws closes the connection itself
+      // (1009, 1002); without a listener its 'error' event would end the process.
+      ws.on('error', () => undefined);
       ws.on('message', (data, isBinary) => {
         if (isBinary) return ws.close(1003, 'text frames only');
         let msg: Partial<RequestMessage>;

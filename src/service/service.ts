@@ -49,7 +49,18 @@ export interface ServiceOptions {
   calibrationMode?: CalibrationMode;
   /** Where calibrations and re-runs search (docs/backends.md); default auto: the GPU when usable. */
   backend?: BackendChoice;
+  /** Jobs running at once that requests may start (default MAX_RUNNING_JOBS). */
+  maxRunningJobs?: number;
+  /** Finished re-runs kept for Keep / Discard (default MAX_PENDING_RERUNS); the oldest go first. */
+  maxPendingReruns?: number;
 }
+
+/** Every calibration or validation job reads a checkpoint into memory and keeps the addon's
+ *  threads busy: a client flooding job requests (a broken script, a stuck button) gets
+ *  E_BAD_ARGUMENT past this many running jobs instead of running the machine out of memory. */
+export const MAX_RUNNING_JOBS = 8;
+/** Each waiting re-run holds a tensor's scales and diagnostics (MBs for a large embedding). */
+export const MAX_PENDING_RERUNS = 32;
 
 /** A file's identity for cache keys: device, inode, size and times to the nanosecond (a rewrite
  *  by rename moves the inode; one in place moves ctime). Null when it cannot be read. */
@@ -85,7 +96,10 @@ export class WorkbenchService {
       'workspace.get': async () => this.workspace.view(),
       'workspace.openModel': async (p) => this.openModel(p.path, p.format),
       'workspace.openPipeline': async (p) => this.openPipeline(p.path, p.format),
-      'workspace.openDemo': async (p) => openDefaultWorkspace(this, p.format),
+      'workspace.openDemo': async (p) => {
+        this.admitJob();
+        return openDefaultWorkspace(this, p.format);
+      },
       'profile.get': async (p) => this.profileView(p.modelId),
       'tensor.grid': async (p) => {
         const { dir, profile } = await this.loadFor(p.modelId);
@@ -292,6 +306,7 @@ export class WorkbenchService {
     const m = this.workspace.model(modelId);
     const running = this.jobs.findRunning('calibrate-model', m.id);
     if (running) return running;
+    this.admitJob();
     return this.jobs.start({
       kind: 'calibrate-model',
       label: `calibrate ${m.id} (${m.config.format}${m.config.mode && m.config.mode !== 'static' ? `, ${m.config.mode}` : ''})`,
@@ -316,11 +331,13 @@ export class WorkbenchService {
     });
   }
 
-  private calibratePipeline(force: boolean, validate: boolean): JobInfo {
+  /** `admit`: false for the demo job's own follow-up, which is not a client's request. */
+  private calibratePipeline(force: boolean, validate: boolean, admit = true): JobInfo {
     const ws = this.workspace;
     if (ws.models.length === 0) throw new CalibscopeError('E_BAD_ARGUMENT', 'nothing is open: open a model folder or a pipeline first');
     const running = this.jobs.findRunning('calibrate-pipeline', null);
     if (running) return running;
+    if (admit) this.admitJob();
     const sem = semanticSupport();
     return this.jobs.start({
       kind: 'calibrate-pipeline',
@@ -338,6 +355,7 @@ export class WorkbenchService {
 
   private startRerun(p: Params<'calibrate.tensor'>): JobInfo {
     const m = this.workspace.model(p.modelId);
+    this.admitJob();
     const settings = [p.format, p.blockSizes?.join('/'), p.policy, p.search, p.mode].filter(Boolean).join(', ');
     return this.jobs.start({
       kind: 'calibrate-tensor',
@@ -356,6 +374,11 @@ export class WorkbenchService {
           mode: out.mode,
           statisticsHash: out.statisticsHash,
         });
+        // Maps iterate in insertion order: the first keys are the oldest re-runs.
+        for (const old of this.pending.keys()) {
+          if (this.pending.size <= this.maxPendingReruns) break;
+          this.pending.delete(old);
+        }
         return { rerun: { rerunId, modelId: m.id, tensor: p.tensor, before: out.before, after: out.tc.result, beforeMode: out.beforeMode, mode: out.mode } };
       },
     });
@@ -363,7 +386,7 @@ export class WorkbenchService {
 
   private async keep(rerunId: string): Promise<ProfileView> {
     const pending = this.pending.get(rerunId);
-    if (!pending) throw new CalibscopeError('E_NOT_FOUND', `no re-run ${rerunId} is waiting to be kept (already kept, discarded, or another workspace was opened)`);
+    if (!pending) throw new CalibscopeError('E_NOT_FOUND', `no re-run ${rerunId} is waiting to be kept (already kept, discarded, another workspace was opened, or dropped as the oldest of more than ${this.maxPendingReruns} waiting)`);
     // Only the workspace's own model object may be written, in case the workspace changed meanwhile.
     const m = this.workspace.model(pending.model.id);
     if (m.profileDir !== pending.model.profileDir) throw new CalibscopeError('E_NOT_FOUND', `re-run ${rerunId} belongs to a workspace that is no longer open`);
@@ -387,6 +410,7 @@ export class WorkbenchService {
     const m = this.workspace.model(modelId);
     const sem = semanticSupport();
     if (!sem.available) throw new CalibscopeError('E_BAD_ARGUMENT', `semantic validation is not available: ${sem.reason}`);
+    this.admitJob();
     return this.jobs.start({
       kind: attribution ? 'attribute' : 'validate',
       label: `${attribution ? 'attribute drift of' : 'validate'} ${m.id}${dynamicActivations ? ' (with dynamic activations)' : ''}`,
@@ -408,6 +432,25 @@ export class WorkbenchService {
 
   /** Starts a calibration of every model of the open workspace that needs one (a job). */
   calibrateAll(validate = true): JobInfo {
-    return this.calibratePipeline(false, validate);
+    return this.calibratePipeline(false, validate, false);
+  }
+
+  private get maxRunningJobs(): number {
+    return this.opts.maxRunningJobs ?? MAX_RUNNING_JOBS;
+  }
+
+  private get maxPendingReruns(): number {
+    return this.opts.maxPendingReruns ?? MAX_PENDING_RERUNS;
+  }
+
+  /** Refuses a request that would start a job beyond the cap (a protocol error, nothing started). */
+  private admitJob(): void {
+    const running = this.jobs.list().filter((j) => j.status === 'running').length;
+    if (running >= this.maxRunningJobs) {
+      throw new CalibscopeError('E_BAD_ARGUMENT', `${running} jobs are running, the most at once: wait for one to finish, or cancel one, then ask again`, {
+        running,
+        limit: this.maxRunningJobs,
+      });
+    }
   }
 }
