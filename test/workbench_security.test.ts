@@ -10,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { COOKIE_NAME } from '../src/server/auth.js';
+import { cookieName } from '../src/server/auth.js';
 import { hostHeaderAllowed, startServer, type RunningServer, type ServerLimits } from '../src/server/server.js';
 import type { ServerMessage } from '../src/service/protocol.js';
 import { WorkbenchService } from '../src/service/service.js';
@@ -104,11 +104,11 @@ describe('calibscope serve survives hostile clients (a real serve process)', () 
 
   test('a malformed cookie or URL in a WebSocket upgrade is refused, not an uncaught exception', async () => {
     // A page on a rebound name, or any peer of --host 0.0.0.0, can send these before any token.
-    const badCookie = await rawExchange(port, upgradeRequest('/ws', ['Host: 127.0.0.1', `Cookie: ${COOKIE_NAME}=%E0%A4%A`]));
+    const badCookie = await rawExchange(port, upgradeRequest('/ws', ['Host: 127.0.0.1', `Cookie: ${cookieName(port)}=%E0%A4%A`]));
     assert.match(badCookie.reply, /^HTTP\/1\.1 401 /);
     const badUrl = await rawExchange(port, upgradeRequest('//', ['Host: 127.0.0.1']));
     assert.match(badUrl.reply, /^HTTP\/1\.1 400 /);
-    const plainBadCookie = await rawExchange(port, `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${COOKIE_NAME}=%E0%A4%A\r\nConnection: close\r\n\r\n`);
+    const plainBadCookie = await rawExchange(port, `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${cookieName(port)}=%E0%A4%A\r\nConnection: close\r\n\r\n`);
     assert.match(plainBadCookie.reply, /^HTTP\/1\.1 401 /);
     await alive();
   });

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { COOKIE_NAME } from '../src/server/auth.js';
+import { cookieName } from '../src/server/auth.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import type { ServerMessage } from '../src/service/protocol.js';
 import { WorkbenchService } from '../src/service/service.js';
@@ -75,7 +75,7 @@ describe('calibscope serve: HTTP and WebSocket', () => {
       assert.equal(r.status, 401, p);
       assert.doesNotMatch(r.body, /calibscope<\/title>/);
     }
-    const r = await get(server.url, { cookie: `${COOKIE_NAME}=wrong` });
+    const r = await get(server.url, { cookie: `${cookieName(server.port)}=wrong` });
     assert.equal(r.status, 401);
     await assert.rejects(openSocket(`ws://127.0.0.1:${server.port}/ws`, {}), /401/);
   });
@@ -85,7 +85,7 @@ describe('calibscope serve: HTTP and WebSocket', () => {
     assert.equal(first.status, 200);
     assert.match(first.body, /<title>calibscope<\/title>/);
     const cookie = String(first.headers['set-cookie']);
-    assert.match(cookie, new RegExp(`^${COOKIE_NAME}=[^;]+; Path=/; HttpOnly; SameSite=Strict`));
+    assert.match(cookie, new RegExp(`^${cookieName(server.port)}=[^;]+; Path=/; HttpOnly; SameSite=Strict`));
     assert.match(String(first.headers['content-security-policy']), /script-src 'self'/);
     const pair = cookie.split(';')[0];
     const asset = await get(`${server.url}assets/app.js`, { cookie: pair });
@@ -94,8 +94,20 @@ describe('calibscope serve: HTTP and WebSocket', () => {
     assert.equal(asset.headers['set-cookie'], undefined);
   });
 
+  test("a second server on another port keeps its own cookie: neither overwrites the other's token", async () => {
+    const other = await startServer({ service, port: 0, rendererDir: ui });
+    try {
+      // What a browser holds after opening both printed URLs: one cookie per server.
+      const jar = [server, other].map((s) => `${cookieName(s.port)}=${s.token}`).join('; ');
+      for (const s of [server, other]) assert.equal((await get(s.url, { cookie: jar })).status, 200);
+      assert.equal((await get(other.url, { cookie: `${cookieName(server.port)}=${server.token}` })).status, 401, "one server's token is not the other's");
+    } finally {
+      await other.close();
+    }
+  });
+
   test('paths cannot leave the renderer folder', async () => {
-    const cookie = `${COOKIE_NAME}=${server.token}`;
+    const cookie = `${cookieName(server.port)}=${server.token}`;
     for (const p of ['/../secret.txt', '/%2e%2e/secret.txt', '/assets/..%2f..%2fsecret.txt', '/%00.js']) {
       const r = await get(`${server.url.slice(0, -1)}${p}`, { cookie });
       assert.notEqual(r.body, 'secret', p);
@@ -104,7 +116,7 @@ describe('calibscope serve: HTTP and WebSocket', () => {
   });
 
   test('the WebSocket carries the protocol and refuses foreign origins', async () => {
-    const cookie = `${COOKIE_NAME}=${server.token}`;
+    const cookie = `${cookieName(server.port)}=${server.token}`;
     await assert.rejects(openSocket(`ws://127.0.0.1:${server.port}/ws`, { cookie, origin: 'http://evil.example' }), /403/);
     const ws = await openSocket(`ws://127.0.0.1:${server.port}/ws`, { cookie, origin: `http://127.0.0.1:${server.port}` });
     const replies = new Map<number, ServerMessage>();

@@ -105,7 +105,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       } catch {
         return deny(res, 400, 'bad request');
       }
-      const auth = authenticate(req, url, token);
+      const auth = authenticate(req, url, token, req.socket.localPort ?? 0);
       if (!auth.ok) return deny(res, 401, 'calibscope: unauthorized (open the URL with ?token=… that `calibscope serve` printed)');
       if (req.method !== 'GET' && req.method !== 'HEAD') return deny(res, 405, 'method not allowed');
       const file = await readStatic(root, url.pathname);
@@ -121,7 +121,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         // Vite's assets carry a content hash in their names: cacheable; the page itself is not.
         'cache-control': url.pathname.startsWith('/assets/') ? 'private, max-age=31536000, immutable' : 'no-store',
       };
-      if (auth.fromQuery) headers['set-cookie'] = setCookieHeader(token);
+      if (auth.fromQuery) headers['set-cookie'] = setCookieHeader(token, req.socket.localPort ?? 0);
       res.writeHead(200, headers);
       res.end(req.method === 'HEAD' ? undefined : file.body);
     })().catch((err) => {
@@ -161,7 +161,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const origin = req.headers.origin;
     const expected = `http://${req.headers.host}`;
     if (url.pathname !== '/ws') return refuse(404, 'Not Found');
-    if (!authenticate(req, url, token).ok) return refuse(401, 'Unauthorized');
+    if (!authenticate(req, url, token, req.socket.localPort ?? 0).ok) return refuse(401, 'Unauthorized');
     if (origin !== undefined && origin !== expected) return refuse(403, 'Forbidden');
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
