@@ -302,6 +302,8 @@ describe('workbench end to end (calibscope serve + Chromium)', { skip }, () => {
     assert.equal(review.reviewer, 'Ada Lovelace');
     assert.equal(review.decision, 'approved');
     assert.match(review.content_hash, /^sha256:[0-9a-f]{64}$/);
+    // The screenshot shows the page as the reviewer sees it: the reloaded heatmap drawn.
+    await page.waitForFunction(() => (window as any).__calibscope?.timings?.some((r: any) => r.kind === 'heatmap'), null, { timeout: 15_000 });
     await shot(page, '09-signed-off');
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.waitForTimeout(300);

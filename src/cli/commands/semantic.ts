@@ -70,6 +70,17 @@ export const VALIDATE_SPEC = { validate: 'boolean', queries: 'string', threshold
 
 const COMMON = { queries: 'string', threads: 'string', json: 'boolean' } as const;
 
+/** validate and attribute: a model with its profile, by --profile or by --format and the config. */
+const PROFILE_COMMAND_SPEC = {
+  ...COMMON,
+  ...CONFIG_SPEC,
+  profile: 'string',
+  cache: 'string',
+  threshold: 'string',
+  'calibration-queries': 'string',
+  'model-id': 'string',
+} as const;
+
 function oneModel(positionals: string[], cmd: string): string {
   if (positionals.length !== 1) throw new CalibscopeError('E_BAD_ARGUMENT', `${cmd} takes one model folder, got ${positionalsText(positionals)}`);
   return positionals[0];
@@ -197,16 +208,7 @@ function validationJson(r: ValidationResult): Record<string, unknown> {
 }
 
 export async function validateCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { positionals, options } = parseArgs(argv, {
-    ...COMMON,
-    ...CONFIG_SPEC,
-    profile: 'string',
-    cache: 'string',
-    threshold: 'string',
-    'dynamic-activations': 'boolean',
-    'calibration-queries': 'string',
-    'model-id': 'string',
-  });
+  const { positionals, options } = parseArgs(argv, { ...PROFILE_COMMAND_SPEC, 'dynamic-activations': 'boolean' });
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'validate');
   const threshold = thresholdOf(options);
@@ -251,15 +253,7 @@ async function runValidation(
 }
 
 export async function attributeCommand(argv: string[], ctx: CommandContext): Promise<number> {
-  const { positionals, options } = parseArgs(argv, {
-    ...COMMON,
-    ...CONFIG_SPEC,
-    profile: 'string',
-    cache: 'string',
-    threshold: 'string',
-    'calibration-queries': 'string',
-    'model-id': 'string',
-  });
+  const { positionals, options } = parseArgs(argv, PROFILE_COMMAND_SPEC);
   ctx.json = Boolean(options.json);
   const model = oneModel(positionals, 'attribute');
   const threshold = thresholdOf(options);
