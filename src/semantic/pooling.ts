@@ -91,6 +91,7 @@ export async function readPooling(modelDir: string): Promise<PoolingSpec> {
   if (!Array.isArray(modules)) throw bad(modulesFile, 'is not a JSON list of modules');
   let modes: PoolingMode[] | null = null;
   let normalize = false;
+  let normalizeBeforePooling: number | undefined;
   let source = modulesFile;
   for (const [i, m] of modules.entries()) {
     if (typeof m !== 'object' || m === null) throw bad(modulesFile, `entry ${i} is not an object`);
@@ -99,6 +100,8 @@ export async function readPooling(modelDir: string): Promise<PoolingSpec> {
     const kind = type.split('.').pop()!;
     if (kind === 'Transformer') continue;
     if (kind === 'Normalize') {
+      // Normalize works on the pooled sentence embedding: before Pooling there is none.
+      if (modes === null) normalizeBeforePooling ??= i;
       normalize = true;
       continue;
     }
@@ -119,7 +122,15 @@ export async function readPooling(modelDir: string): Promise<PoolingSpec> {
       `module ${i} (${type}) is not supported: calibscope's embeddings run Transformer → Pooling → Normalize only`,
     );
   }
-  return { modes: modes ?? ['mean'], normalize, source };
+  // Without a Pooling module sentence-transformers gives token embeddings, not one embedding per
+  // text: mean pooling here would be an embedding the model never produces.
+  if (modes === null) {
+    throw bad(modulesFile, 'lists no Pooling module: calibscope needs Transformer → Pooling (→ Normalize) to make one embedding per query');
+  }
+  if (normalizeBeforePooling !== undefined) {
+    throw bad(modulesFile, `the Normalize module (entry ${normalizeBeforePooling}) comes before the Pooling module`);
+  }
+  return { modes, normalize, source };
 }
 
 /**

@@ -1,10 +1,12 @@
 // The quantized model's weights for the encoder: each tensor the profile calibrated, quantize-
 // dequantized with its stored scales (exactly the x̂ the profile's metrics were computed from);
 // tensors the profile does not cover stay at the checkpoint's values.
+import path from 'node:path';
 import { bitsPerWeight, schemeFor } from '../calibration/schemes.js';
 import type { TensorCalibration } from '../calibration/tensor_calibration.js';
 import type { CalibrationResult, ModelCalibrationProfile } from '../calibration/types.js';
 import { dtypeBits } from '../checkpoints/safetensors.js';
+import { SCALES_FILE } from '../profiles/profile_writer.js';
 import { readScales } from '../profiles/store.js';
 import { fakeQuantize, type BlockScales } from '../quantize/index.js';
 import { CalibscopeError } from '../util/errors.js';
@@ -33,6 +35,8 @@ export async function quantizeWeight(
   result: Pick<CalibrationResult, 'format' | 'block_size'> & Partial<CalibrationResult>,
   scales: BlockScales,
   threads?: number,
+  /** Where the scales came from, for messages (default: the model folder). */
+  scalesSource?: string,
 ): Promise<Float32Array> {
   const w = model.weights.get(encoderName);
   if (!w) throw new CalibscopeError('E_BAD_ARGUMENT', `the encoder has no weight '${encoderName}'`, { tensor: encoderName });
@@ -41,7 +45,7 @@ export async function quantizeWeight(
     { name: w.checkpointName, dtype: 'F32', shape: w.shape, data: float32Bytes(w.data) },
     { format: result.format, block_size: result.block_size, tensor_name: w.checkpointName, shape: result.shape, nonfinite_excluded: result.nonfinite_excluded },
     scales,
-    { threads, source: model.modelDir },
+    { threads, source: scalesSource ?? model.modelDir },
   );
 }
 
@@ -74,8 +78,10 @@ export async function quantizedWeights(
   opts: { threads?: number; onTensor?: (done: number, total: number) => void; onWeight?: (encoderName: string, data: Float32Array) => void } = {},
 ): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
+  // A bad scale (zero, negative, not finite) is reported against the profile file that holds it.
+  const source = src.kind === 'profile' ? path.join(src.dir, SCALES_FILE) : undefined;
   for (const [i, u] of plan.used.entries()) {
-    const x = await quantizeWeight(model, u.encoderName, u.result, await scalesOf(src, u.tensor), opts.threads);
+    const x = await quantizeWeight(model, u.encoderName, u.result, await scalesOf(src, u.tensor), opts.threads, source);
     if (opts.onWeight) opts.onWeight(u.encoderName, x);
     else out.set(u.encoderName, x);
     opts.onTensor?.(i + 1, plan.used.length);

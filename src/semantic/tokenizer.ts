@@ -539,8 +539,16 @@ interface Limits {
   sentenceMax?: number;
 }
 
+/**
+ * The length sentence-transformers and transformers truncate at. sentence-transformers passes
+ * max_seq_length as the tokenizer call's max_length, which replaces the tokenizer's own
+ * model_max_length (all-MiniLM-L6-v2: 256, with model_max_length 512); without it the limit is
+ * model_max_length. Either is capped at max_position_embeddings, beyond which the model has no
+ * positions.
+ */
 function pickMaxLength(l: Limits): number {
-  const candidates = [l.tokenizerMax, l.configMax, l.sentenceMax].filter((v): v is number => v !== undefined);
+  const own = l.sentenceMax ?? l.tokenizerMax;
+  const candidates = [own, l.configMax].filter((v): v is number => v !== undefined);
   return candidates.length > 0 ? Math.min(...candidates) : DEFAULT_MAX_LENGTH;
 }
 
@@ -613,10 +621,12 @@ function specFromTokenizerJson(file: string, tj: Json, ctx: Context): BertTokeni
 
   const { prefix, suffix } = parsePostProcessor(file, tj.post_processor);
 
+  // tokenizer.json's truncation.max_length is not a limit: transformers replaces the backend's
+  // truncation on every call (all-MiniLM-L6-v2 ships 128 there and embeds up to 256 tokens). Its
+  // direction is the default truncation_side. (A malformed max_length is still a broken file.)
   let truncationSide: 'right' | 'left' = 'right';
-  let truncMax: number | undefined;
   if (isObject(tj.truncation)) {
-    truncMax = optLength(file, tj.truncation, 'max_length');
+    optLength(file, tj.truncation, 'max_length');
     const dir = tj.truncation.direction;
     if (dir === 'Left') truncationSide = 'left';
     else if (dir !== undefined && dir !== 'Right') throw bad(file, 'truncation.direction must be "Left" or "Right"');
@@ -625,8 +635,6 @@ function specFromTokenizerJson(file: string, tj: Json, ctx: Context): BertTokeni
   }
   // transformers sets the direction from tokenizer_config's truncation_side whenever it truncates.
   truncationSide = configTruncationSide(ctx) ?? truncationSide;
-  const cfgMax = modelMaxLength(ctx.tokenizerConfigFile, ctx.tokenizerConfig);
-  const tokMax = truncMax === undefined ? cfgMax : cfgMax === undefined ? truncMax : Math.min(truncMax, cfgMax);
 
   let padId: number | undefined;
   if (isObject(tj.padding) && tj.padding.pad_id !== undefined) padId = tokenId(file, tj.padding.pad_id, 'padding.pad_id');
@@ -643,7 +651,7 @@ function specFromTokenizerJson(file: string, tj: Json, ctx: Context): BertTokeni
     addedTokens,
     prefix,
     suffix,
-    maxLength: pickMaxLength({ ...ctx.limits, tokenizerMax: tokMax }),
+    maxLength: pickMaxLength({ ...ctx.limits, tokenizerMax: modelMaxLength(ctx.tokenizerConfigFile, ctx.tokenizerConfig) }),
     truncationSide,
     lowercaseInput: ctx.lowercaseInput,
     padId,
@@ -758,8 +766,8 @@ async function tokenizerDirs(modelDir: string): Promise<string[]> {
 
 /**
  * Reads a model folder's tokenizer: tokenizer.json when present, otherwise vocab.txt with
- * tokenizer_config.json. The maximum length is the smallest of the tokenizer's own limit,
- * config.json's max_position_embeddings and sentence_bert_config.json's max_seq_length.
+ * tokenizer_config.json. The maximum length is sentence_bert_config.json's max_seq_length, else
+ * tokenizer_config.json's model_max_length, capped at config.json's max_position_embeddings.
  */
 export async function loadTokenizer(modelDir: string): Promise<BertTokenizer> {
   if (typeof modelDir !== 'string' || modelDir === '') {

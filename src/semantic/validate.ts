@@ -231,7 +231,7 @@ export function driftError(r: ValidationResult): CalibscopeError {
   return new CalibscopeError(
     'E_SEMANTIC_DRIFT',
     `${r.model_id} (${r.format}): mean Pearson correlation ${r.mean_correlation.toFixed(6)} of FP16 vs quantized embeddings ` +
-      `is below the threshold ${r.threshold} (min ${r.min_correlation.toFixed(6)} over ${r.query_count} queries)`,
+      `is below the threshold ${r.threshold} (min ${r.min_correlation.toFixed(6)} over ${r.query_count} ${r.query_count === 1 ? 'query' : 'queries'})`,
     {
       model_id: r.model_id,
       format: r.format,
