@@ -31,6 +31,8 @@ export interface PipelineProfile {
 
 export interface PipelineFailure {
   model_id: string;
+  /** The model's place in the manifest. */
+  index: number;
   error: CalibscopeError;
 }
 
@@ -93,7 +95,7 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
   const fail = (index: number, err: unknown) => {
     const error = asCalibscopeError(err);
     if (error.code === 'E_CANCELLED') return;
-    failures.push({ model_id: models[index].entry.id, error });
+    failures.push({ model_id: models[index].entry.id, index, error });
     emit({ type: 'failed', index, error });
   };
 
@@ -175,6 +177,9 @@ export async function runPipeline(models: readonly ResolvedModel[], opts: RunPip
     }
     await Promise.all(running);
     if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'pipeline cancelled');
+    // Manifest order, as the profiles: the first failure's code is the run's error code (and exit
+    // status), which must not depend on which model happened to fail first.
+    failures.sort((a, b) => a.index - b.index);
     return { profiles, failures };
   } finally {
     await Promise.all(ckpts.map((c) => c?.close().catch(() => undefined)));

@@ -14,7 +14,7 @@ import { removeStaleTemps, unlinkQuiet } from '../util/atomic.js';
 import { CalibscopeError, readOnlyErrno } from '../util/errors.js';
 import { HASH_CACHE_DIR, currentCheckpointHash } from './hash_cache.js';
 import { pidAlive } from '../util/atomic.js';
-import { acquireLock, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
+import { acquireLock, lockHeld, lockPathFor, removeDeadLock, type LockOwner } from './lock.js';
 import { profileDir } from './paths.js';
 import { profileStatus, type ProfileState, type ProfileStatus } from './store.js';
 
@@ -114,6 +114,10 @@ async function sweepLeftovers(cacheDir: string): Promise<string[]> {
       if (!m) continue;
       const pid = Number(m[3] ?? m[5]);
       if (!Number.isSafeInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+      // A profile's temporary and set-aside folders exist only while its lock is held. A pid from
+      // another host or container means nothing here, so while that lock is held the folder may
+      // be a live writer's, not a dead one's.
+      if (m[1] !== undefined && (await lockHeld(path.join(dir, `.${m[1]}.lock`)))) continue;
       const p = path.join(dir, name);
       await fs.promises.rm(p, { recursive: true, force: true }).catch(() => undefined);
       removed.push(p);
@@ -128,12 +132,33 @@ async function sweepLeftovers(cacheDir: string): Promise<string[]> {
     if (!model.isDirectory() || model.name.startsWith('.')) continue;
     const modelDir = path.join(calib, model.name);
     await sweep(modelDir);
-    // profile.json temporaries from an interrupted update
+    // profile.json temporaries from an interrupted update (made under the profile's lock, as above)
     for (const p of await fs.promises.readdir(modelDir, { withFileTypes: true }).catch(() => [])) {
-      if (p.isDirectory() && !p.name.startsWith('.')) removed.push(...(await removeStaleTemps(path.join(modelDir, p.name)).catch(() => [])));
+      if (!p.isDirectory() || p.name.startsWith('.')) continue;
+      if (await lockHeld(lockPathFor(path.join(modelDir, p.name)))) continue;
+      removed.push(...(await removeStaleTemps(path.join(modelDir, p.name)).catch(() => [])));
     }
   }
   return removed;
+}
+
+/**
+ * With the profile's lock held, removes that profile's temporary and set-aside folders left by a
+ * writer that was killed: such folders are only made under the lock, so one whose process is gone
+ * (or has our pid, from an earlier process that had it) is nobody's. The cache-wide sweep of
+ * openCacheMode misses those of a process that died after it ran (a second pipeline that waited
+ * for this lock).
+ */
+async function removeProfileLeftovers(dir: string): Promise<void> {
+  const parent = path.dirname(dir);
+  const base = path.basename(dir);
+  for (const name of await fs.promises.readdir(parent).catch(() => [] as string[])) {
+    const m = LEFTOVER_RE.exec(name);
+    if (!m || m[1] !== base) continue;
+    const pid = Number(m[3]);
+    if (pid !== process.pid && pidAlive(pid)) continue;
+    await fs.promises.rm(path.join(parent, name), { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 export type CachePhase = 'waiting' | 'checking' | 'calibrating';
@@ -245,6 +270,7 @@ export async function calibrateCached(opts: CachedCalibrationOptions): Promise<C
       try {
         await fs.promises.mkdir(modelDir, { recursive: true });
         release = await acquireLock(lockPathFor(dir), { signal: opts.signal, onWait: (o) => opts.onPhase?.('waiting', o) });
+        await removeProfileLeftovers(dir);
       } catch (err) {
         const errno = readOnlyErrno(err);
         if (!errno) throw err instanceof CalibscopeError ? err : ioError(cacheDir, err);

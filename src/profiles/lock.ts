@@ -45,11 +45,34 @@ function parseOwner(text: string): LockOwner | null {
   return null;
 }
 
+/** The content of every lock this process holds now (each names this process and a random nonce). */
+const heldByUs = new Set<string>();
+/** When this process started (ms since the epoch). */
+const STARTED_MS = Date.now() - process.uptime() * 1000;
+
 /** A lock whose owner is certainly gone. A lock from another host is never judged dead. */
-function ownerDead(owner: LockOwner | null, mtimeMs: number): boolean {
+function ownerDead(owner: LockOwner | null, text: string, mtimeMs: number): boolean {
   // link() makes a lock appear complete, so unreadable content is not a write in progress.
   if (!owner) return Date.now() - mtimeMs > 10_000;
-  return owner.host === os.hostname() && !pidAlive(owner.pid);
+  if (owner.host !== os.hostname()) return false;
+  // Our own pid on a lock we do not hold, written before we started: a killed earlier process
+  // whose pid we were given again (containers number their processes the same way on every run).
+  // pidAlive would call it alive, and this process would wait for itself forever.
+  if (owner.pid === process.pid) return !heldByUs.has(text) && mtimeMs < STARTED_MS;
+  return !pidAlive(owner.pid);
+}
+
+/** Whether the lock at `lockPath` is held by a live process (this one included), or one on another host. */
+export async function lockHeld(lockPath: string): Promise<boolean> {
+  let text: string;
+  let mtimeMs: number;
+  try {
+    text = await fs.promises.readFile(lockPath, 'utf8');
+    mtimeMs = (await fs.promises.stat(lockPath)).mtimeMs;
+  } catch {
+    return false;
+  }
+  return !ownerDead(parseOwner(text), text, mtimeMs);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -125,7 +148,7 @@ export async function removeDeadLock(lockPath: string): Promise<boolean> {
   } catch {
     return false;
   }
-  if (!ownerDead(parseOwner(text), mtimeMs)) return false;
+  if (!ownerDead(parseOwner(text), text, mtimeMs)) return false;
   await breakStale(lockPath, text);
   return true;
 }
@@ -136,21 +159,27 @@ export async function removeDeadLock(lockPath: string): Promise<boolean> {
  * E_IO when the folder is not writable or the wait times out.
  */
 export async function acquireLock(lockPath: string, opts: AcquireOptions = {}): Promise<ReleaseLock> {
-  const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), time: new Date().toISOString() } satisfies LockOwner);
+  // The nonce tells this lock from any other this process takes (heldByUs).
+  const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), time: new Date().toISOString(), nonce: crypto.randomBytes(8).toString('hex') });
   const started = Date.now();
   let waited = false;
   let delay = 20;
   for (;;) {
     if (opts.signal?.aborted) throw new CalibscopeError('E_CANCELLED', 'cancelled while waiting for a lock');
     let created: boolean;
+    // Counted as ours before the lock file appears, so that another task of this process never
+    // sees it, with our pid, as a dead process's lock.
+    heldByUs.add(mine);
     try {
       created = await tryCreate(lockPath, mine);
     } catch (err) {
+      heldByUs.delete(mine);
       throw new CalibscopeError('E_IO', `cannot create the lock file ${lockPath}: ${(err as Error).message}`, {
         file: lockPath,
         errno: (err as NodeJS.ErrnoException).code,
       });
     }
+    if (!created) heldByUs.delete(mine);
     if (created) {
       let released = false;
       return async () => {
@@ -159,6 +188,7 @@ export async function acquireLock(lockPath: string, opts: AcquireOptions = {}): 
         // Remove only our own lock: if it was (wrongly) broken and re-taken, it is no longer ours.
         const now = await fs.promises.readFile(lockPath, 'utf8').catch(() => null);
         if (now === mine) await unlinkQuiet(lockPath).catch(() => undefined);
+        heldByUs.delete(mine);
       };
     }
     let text: string | null = null;
@@ -171,7 +201,7 @@ export async function acquireLock(lockPath: string, opts: AcquireOptions = {}): 
       throw new CalibscopeError('E_IO', `cannot read the lock file ${lockPath}: ${(err as Error).message}`, { file: lockPath });
     }
     const owner = parseOwner(text);
-    if (ownerDead(owner, mtimeMs)) {
+    if (ownerDead(owner, text, mtimeMs)) {
       await breakStale(lockPath, text);
       continue;
     }
