@@ -170,5 +170,12 @@ describe('failures', () => {
     assert.match(e.message, /^2 of 3 models failed: enc: .*; broken: /);
     assert.deepEqual(e.details.profiles.map((p: any) => [p.model_id, p.cached]), [['ok', false]]);
     assert.deepEqual(leftovers(cache), []);
+
+    // Without --json the models that did calibrate are still shown, above the error.
+    const human = runCli(['calibrate', '--pipeline', file, '--format', 'fp4', '--cache', cache]);
+    assert.equal(human.status, 2, describeRun(human));
+    assert.match(human.stdout, /^ok\s+fp4\s+cached \(valid\)/m);
+    assert.match(human.stdout, /1 model: 0 calibrated, 1 reused/);
+    assert.match(human.stderr, /2 of 3 models failed: enc: /);
   });
 });

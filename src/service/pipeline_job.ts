@@ -27,7 +27,6 @@ export async function runPipelineJob(ws: Workspace, ctx: JobContext, opts: Pipel
   const parts: JobPart[] = ws.models.map((m) => ({ id: m.id, progress: 0, state: 'queued' }));
   const weight = ws.models.map(() => 1);
   const share = opts.semantic ? CALIBRATION_SHARE : 1;
-  const failures: { model: string; error: CalibscopeError }[] = [];
   const report = (extra = 0, what = '') => {
     const total = weight.reduce((a, b) => a + b, 0);
     const done = parts.reduce((a, p, i) => a + Math.min(1, p.progress) * weight[i], 0);
@@ -63,7 +62,6 @@ export async function runPipelineJob(ws: Workspace, ctx: JobContext, opts: Pipel
         case 'failed':
           part.state = 'failed';
           part.progress = 1;
-          failures.push({ model: ws.models[e.index].id, error: e.error });
           opts.onModelChanged(ws.models[e.index]);
           break;
         default:
@@ -73,6 +71,8 @@ export async function runPipelineJob(ws: Workspace, ctx: JobContext, opts: Pipel
     },
   });
 
+  // In manifest order (runPipeline sorts them), then validation failures as they come.
+  const failures: { model: string; error: CalibscopeError }[] = run.failures.map((f) => ({ model: ws.models[f.index].id, error: f.error }));
   if (opts.semantic) {
     const todo: number[] = [];
     for (let i = 0; i < ws.models.length; i++) {

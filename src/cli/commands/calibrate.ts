@@ -293,6 +293,8 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   if (readOnly && !ctx.json) ctx.err(`calibscope: the cache ${cache} is read-only (${readOnly.errno}); valid profiles are reused without writing to it`);
   const done = run.profiles.filter((p): p is PipelineProfile => p !== null);
   if (run.failures.length > 0) {
+    // The models that did calibrate are shown too, above the error naming the ones that failed.
+    if (!ctx.json && done.length > 0) printPipeline(ctx, done, seconds);
     const first = run.failures[0].error;
     throw new CalibscopeError(
       first.code,
@@ -310,6 +312,13 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
     ctx.out(JSON.stringify({ profiles: done, ...(checked && { validations: checked.results }) }));
     return 0;
   }
+  printPipeline(ctx, done, seconds);
+  checked?.report();
+  return 0;
+}
+
+/** The pipeline's table: one row per model that has a profile, and the count of calibrated and reused. */
+function printPipeline(ctx: CommandContext, done: PipelineProfile[], seconds: number): void {
   const rows = done.map((p) => [
     p.model_id,
     p.format,
@@ -326,7 +335,5 @@ async function pipelineCommand(file: string, options: Record<string, string | bo
   );
   const fresh = done.filter((p) => !p.cached).length;
   ctx.out('');
-  ctx.out(`${done.length} models: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);
-  checked?.report();
-  return 0;
+  ctx.out(`${done.length} ${done.length === 1 ? 'model' : 'models'}: ${fresh} calibrated, ${done.length - fresh} reused, in ${seconds.toFixed(2)} s`);
 }
