@@ -11,22 +11,9 @@ import { embed } from '../src/semantic/embed.js';
 import { parsePoolingConfig, readPooling } from '../src/semantic/pooling.js';
 import { EncoderSession } from '../src/semantic/session.js';
 import { compareEmbeddings, cosine, pearson, retrievalAgreement, topNeighbours } from '../src/semantic/stats.js';
-import { FIXTURES } from './helpers/reference.js';
+import { TINY_MODEL as MODEL, TINY_ST as ST, loadBertReference } from './helpers/reference.js';
 
-const TINY = path.join(FIXTURES, 'bert-tiny-a');
-const MODEL = path.join(TINY, 'model');
-const ST = path.join(TINY, 'sentence_transformer');
-
-interface RefQuery {
-  query: string;
-  input_ids: number[];
-  mean_pooled_normalized: number[];
-  cls: number[];
-}
-const REF = JSON.parse(fs.readFileSync(path.join(TINY, 'reference.json'), 'utf8')) as {
-  queries: RefQuery[];
-  debug: { query: string; embeddings_output_token0: number[]; layer0_output_token0: number[] };
-};
+const REF = loadBertReference();
 const QUERIES = REF.queries.map((q) => q.query);
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'calibscope-semantic-'));

@@ -17,19 +17,9 @@ import { EncoderSession } from '../src/semantic/session.js';
 import { loadTokenizer } from '../src/semantic/tokenizer.js';
 import { validateSemanticAlignment } from '../src/semantic/validate.js';
 import { describeRun, runCli, scratchSpace } from './helpers/cli_runner.js';
-import { FIXTURES } from './helpers/reference.js';
+import { TINY, TINY_MODEL as MODEL, TINY_ST as ST, loadBertReference } from './helpers/reference.js';
 
-const TINY = path.join(FIXTURES, 'bert-tiny-a');
-const MODEL = path.join(TINY, 'model');
-const ST = path.join(TINY, 'sentence_transformer');
-
-interface RefQuery {
-  query: string;
-  input_ids: number[];
-  mean_pooled_normalized: number[];
-  cls: number[];
-}
-const REF = JSON.parse(fs.readFileSync(path.join(TINY, 'reference.json'), 'utf8')) as { queries: RefQuery[] };
+const REF = loadBertReference();
 const QUERIES = REF.queries.map((q) => q.query);
 const LONG = REF.queries.findIndex((q) => q.input_ids.length === 128);
 

@@ -62,17 +62,20 @@ function ownerDead(owner: LockOwner | null, text: string, mtimeMs: number): bool
   return !pidAlive(owner.pid);
 }
 
+/** A lock file's content and modification time; null when it cannot be read (gone). */
+async function readLock(lockPath: string): Promise<{ text: string; mtimeMs: number } | null> {
+  try {
+    const text = await fs.promises.readFile(lockPath, 'utf8');
+    return { text, mtimeMs: (await fs.promises.stat(lockPath)).mtimeMs };
+  } catch {
+    return null;
+  }
+}
+
 /** Whether the lock at `lockPath` is held by a live process (this one included), or one on another host. */
 export async function lockHeld(lockPath: string): Promise<boolean> {
-  let text: string;
-  let mtimeMs: number;
-  try {
-    text = await fs.promises.readFile(lockPath, 'utf8');
-    mtimeMs = (await fs.promises.stat(lockPath)).mtimeMs;
-  } catch {
-    return false;
-  }
-  return !ownerDead(parseOwner(text), text, mtimeMs);
+  const lock = await readLock(lockPath);
+  return lock !== null && !ownerDead(parseOwner(lock.text), lock.text, lock.mtimeMs);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -140,16 +143,9 @@ async function breakStale(lockPath: string, seen: string): Promise<void> {
 
 /** Removes the lock at `lockPath` if its owner is certainly dead; returns whether it did. */
 export async function removeDeadLock(lockPath: string): Promise<boolean> {
-  let text: string;
-  let mtimeMs: number;
-  try {
-    text = await fs.promises.readFile(lockPath, 'utf8');
-    mtimeMs = (await fs.promises.stat(lockPath)).mtimeMs;
-  } catch {
-    return false;
-  }
-  if (!ownerDead(parseOwner(text), text, mtimeMs)) return false;
-  await breakStale(lockPath, text);
+  const lock = await readLock(lockPath);
+  if (lock === null || !ownerDead(parseOwner(lock.text), lock.text, lock.mtimeMs)) return false;
+  await breakStale(lockPath, lock.text);
   return true;
 }
 

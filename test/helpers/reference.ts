@@ -1,9 +1,32 @@
 // Test helpers: load the reference tables and a rounding written independently of the engine
 // (nearest value of an explicit grid, ties to the even index = even mantissa).
+import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile } from '../../src/checkpoints/safetensors.js';
 
 export const FIXTURES = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'reference');
+
+/** The reference BERT model (Hugging Face layout and sentence-transformers layout) and what
+ *  PyTorch + transformers computed for its queries (reference.json). */
+export const TINY = path.join(FIXTURES, 'bert-tiny-a');
+export const TINY_MODEL = path.join(TINY, 'model');
+export const TINY_ST = path.join(TINY, 'sentence_transformer');
+
+export interface RefQuery {
+  query: string;
+  input_ids: number[];
+  mean_pooled_normalized: number[];
+  cls: number[];
+}
+
+export interface BertReference {
+  queries: RefQuery[];
+  debug: { query: string; embeddings_output_token0: number[]; layer0_output_token0: number[] };
+}
+
+export function loadBertReference(): BertReference {
+  return JSON.parse(fs.readFileSync(path.join(TINY, 'reference.json'), 'utf8')) as BertReference;
+}
 
 export async function loadTables(file: string): Promise<Record<string, Float32Array | Int16Array>> {
   const f = await SafetensorsFile.open(path.join(FIXTURES, file));
