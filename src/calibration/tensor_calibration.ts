@@ -199,7 +199,9 @@ async function rowWeightedObjective(
 }
 
 /** With the exact search and FP32 scales, splitting a block never raises its least error: each half
- *  can still use the whole block's best scale. So under `min-mse` the smallest block size wins and
+ *  can still use the whole block's best scale. (In real arithmetic: evaluated in float32, a larger
+ *  size can come out lower by float32 rounding of x̂, parts in 1e9; the smallest is still kept, as
+ *  docs/numerics.md says.) So under `min-mse` the smallest block size wins and
  *  larger ones need no evaluation, except to break an exact tie (a zero error), where the policy
  *  prefers the larger block. (Encoded scales are left to the grid: NVFP4's global scale and the
  *  scale grids make no such guarantee worth relying on, and they search one size anyway.) */

@@ -36,7 +36,8 @@ export interface CalibrationResult {
   /** Every block size that was tried, for the block-size policy's audit trail. */
   block_sizes_tried: BlockSizeTrial[];
   /** Larger block sizes not evaluated because they cannot have less error (exact search, FP32
-   *  scales, min-mse policy: a block's best scale is available to each of its halves). */
+   *  scales, min-mse policy: a block's best scale is available to each of its halves; in real
+   *  arithmetic, so a larger size may differ by float32 rounding of x̂ alone). */
   block_sizes_dominated: number[];
   /** Non-finite elements excluded under --allow-nonfinite (0 otherwise). */
   nonfinite_excluded: number;
