@@ -304,6 +304,23 @@ export async function loadStats(base: string, expect: { checkpointHash: string; 
   let f: SafetensorsFile | null = null;
   try {
     f = await SafetensorsFile.open(`${base}.safetensors`);
+    // The hash vouches for the safetensors image only; the JSON's description of it (which Linear
+    // layers it covers, for which checkpoint and queries) must agree with the image. Otherwise a
+    // damaged JSON that still names the right hash (a Linear dropped from `linears`, say) would
+    // silently give those tensors plain squared error instead of their statistics.
+    const md = f.metadata;
+    if (
+      md.format !== 'calibscope-calibration-statistics' ||
+      md.checkpoint_hash !== json.checkpoint_hash ||
+      md.queries_hash !== json.queries_hash ||
+      md.tokens !== String(json.tokens) ||
+      md.sequences !== String(json.sequences)
+    ) {
+      return null;
+    }
+    const listed = new Set(json.linears.map((x) => (x && typeof x === 'object' ? x.tensor : undefined)));
+    const stored = f.tensors.map((t) => t.name).filter((n) => n !== '__attention_entropy__' && !n.startsWith('__mean__.'));
+    if (listed.size !== json.linears.length || stored.length !== listed.size || !stored.every((n) => listed.has(n))) return null;
     const read = async (name: string, n: number): Promise<Float64Array | null> => {
       const t = f!.tensor(name);
       if (!t || t.dtype !== 'F64' || t.numel !== n) return null;
@@ -317,6 +334,9 @@ export async function loadStats(base: string, expect: { checkpointHash: string; 
       if (!mean_sq || !mean) return null;
       linears.set(x.tensor, { ...x, mean_sq, mean });
     }
+    // layers × heads as the JSON says (swapped, the head weights would go to the wrong heads).
+    const et = f.tensor('__attention_entropy__');
+    if (!et || et.shape.length !== 2 || et.shape[0] !== json.layers || et.shape[1] !== json.heads) return null;
     const entropy = await read('__attention_entropy__', json.layers * json.heads);
     if (!entropy) return null;
     // The file read must be the one hashed above (not replaced in between).
