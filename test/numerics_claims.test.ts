@@ -12,18 +12,16 @@ import { calibrateTensorData, type TensorData } from '../src/calibration/tensor_
 import { encodeSafetensors } from '../src/checkpoints/safetensors_writer.js';
 import { native, type NativeCalibrateResult, type SchemeName } from '../src/native/index.js';
 import { describeRun, runCli, scratchSpace } from './helpers/cli_runner.js';
-import { E2M1_GRID, loadTables, roundToGrid } from './helpers/reference.js';
+import { E2M1_GRID, ELEM_MAX, absmax, blocksOf, calibrateF32, loadGrids, roundToGrid, type Elem } from './helpers/reference.js';
 
 const f32 = Math.fround;
-type Elem = 'e2m1' | 'e4m3' | 'e5m2';
-const MAX: Record<Elem, number> = { e2m1: 6, e4m3: 448, e5m2: 57344 };
+const MAX = ELEM_MAX;
 const ELEM_OF: Record<SchemeName, Elem> = { fp4: 'e2m1', fp8_e4m3: 'e4m3', fp8_e5m2: 'e5m2', nvfp4: 'e2m1', mxfp4: 'e2m1', mxfp8: 'e4m3' };
 
 let GRIDS: Record<Elem, Float64Array>;
 let E4M3_VALUES: Float64Array; // code c (0..126) → its value, from the reference table
 before(async () => {
-  const t = await loadTables('fp8_ref.safetensors');
-  GRIDS = { e2m1: E2M1_GRID, e4m3: Float64Array.from(t.grid_e4m3 as Float32Array), e5m2: Float64Array.from(t.grid_e5m2 as Float32Array) };
+  GRIDS = await loadGrids();
   E4M3_VALUES = GRIDS.e4m3;
   assert.equal(E4M3_VALUES.length, 127);
   assert.equal(E4M3_VALUES[126], 448);
@@ -76,30 +74,12 @@ function chunkedSum(errs: readonly number[]): number {
   return total;
 }
 
-function blocksOf(w: Float32Array, rows: number, cols: number, bs: number): Float32Array[] {
-  const out: Float32Array[] = [];
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c += bs) out.push(w.subarray(r * cols + c, r * cols + Math.min(cols, c + bs)));
-  }
-  return out;
-}
-
-function absmax(x: Float32Array): number {
-  let m = 0;
-  for (const v of x) m = Math.max(m, Math.abs(v));
-  return m;
-}
-
 async function weights(rows: number, cols: number, seed: number, extra: { outlierFraction?: number; outlierGain?: number; rowSpread?: number } = {}): Promise<Float32Array> {
   const bytes = await native().generateTrainedLike({ rows, cols, seed, dtype: 'F32', ...extra });
   return new Float32Array(bytes.slice().buffer, 0, rows * cols);
 }
 
-function calibrate(w: Float32Array, rows: number, cols: number, scheme: SchemeName, blockSize: number, search: 'exact' | 'naive' = 'exact', threads = 2) {
-  return native().calibrate(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), {
-    dtype: 'F32', rows, cols, scheme, blockSize, search, threads, backend: 'cpu',
-  });
-}
+const calibrate = calibrateF32;
 
 /** Checks the engine's sums and outlier count against the evaluation here, bit for bit. */
 function checkSums(r: NativeCalibrateResult, before: Eval[], after: Eval[], label: string): void {

@@ -2,38 +2,19 @@
 // not use the engine (helpers/reference.ts), on trained-like weights.
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { native, type NativeCalibrateResult, type SchemeName, type SearchName } from '../src/native/index.js';
+import { native, type NativeCalibrateResult, type SchemeName } from '../src/native/index.js';
 import { trainedLike } from '../src/util/trained_like.js';
-import { E2M1_GRID, blockErrDecode, blockErrMultiplier, loadTables, roundToGrid } from './helpers/reference.js';
+import { ELEM_MAX, absmax, blockErrDecode, blockErrMultiplier, blocksOf, calibrateF32, loadGrids, roundToGrid } from './helpers/reference.js';
 
 const f32 = Math.fround;
-const MAX: Record<string, number> = { e2m1: 6, e4m3: 448, e5m2: 57344 };
+const MAX: Record<string, number> = ELEM_MAX;
+const calibrate = calibrateF32;
+const blocks = blocksOf;
 
 let GRIDS: Record<string, Float64Array>;
 before(async () => {
-  const t = await loadTables('fp8_ref.safetensors');
-  GRIDS = { e2m1: E2M1_GRID, e4m3: Float64Array.from(t.grid_e4m3 as Float32Array), e5m2: Float64Array.from(t.grid_e5m2 as Float32Array) };
+  GRIDS = await loadGrids();
 });
-
-function calibrate(w: Float32Array, rows: number, cols: number, scheme: SchemeName, blockSize: number, search: SearchName = 'exact') {
-  return native().calibrate(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), {
-    dtype: 'F32', rows, cols, scheme, blockSize, search, threads: 2,
-  });
-}
-
-function blocks(w: Float32Array, rows: number, cols: number, bs: number): Float32Array[] {
-  const out: Float32Array[] = [];
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c += bs) out.push(w.subarray(r * cols + c, r * cols + Math.min(cols, c + bs)));
-  }
-  return out;
-}
-
-function absmax(x: Float32Array): number {
-  let m = 0;
-  for (const v of x) m = Math.max(m, Math.abs(v));
-  return m;
-}
 
 describe('FP32 scales: exact search vs a dense search of 2,600 multipliers', () => {
   // Odd shapes on purpose: rows not a multiple of anything, a partial last block.

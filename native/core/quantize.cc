@@ -318,19 +318,15 @@ ScaledHistogram scaled_histogram(const TensorView& v, const QuantParams& p, cons
   const double width = h.top / bins;
   std::vector<uint64_t> counts(size_t(bins), 0);
   for_each_span(plan, v.rows, v.cols, p.threads, [&](int64_t r, int64_t c0, int64_t c1) {
-    // Four interleaved copies, so that runs of values in one bin do not wait on each other's
-    // increments; a last slot takes the non-finite values. y / width ≥ 0, so the truncating
-    // conversion is its floor (std::floor is a libm call on baseline x86-64).
-    const size_t stride = size_t(bins) + 1;
-    std::vector<uint32_t> local(4 * stride, 0);
-    uint32_t k = 0;
+    // A last slot takes the non-finite values. y / width ≥ 0, so the truncating conversion is
+    // its floor (std::floor is a libm call on baseline x86-64).
+    std::vector<uint64_t> local(size_t(bins) + 1, 0);
     for_each_scaled(j, r, c0, c1, [&](float y) {
       const double q = double(y) / width;
-      const size_t bin = y <= 3.4028235e38f ? (q < bins - 1 ? size_t(q) : size_t(bins - 1)) : size_t(bins);
-      ++local[(k++ & 3) * stride + bin];
+      ++local[y <= 3.4028235e38f ? (q < bins - 1 ? size_t(q) : size_t(bins - 1)) : size_t(bins)];
     });
     std::lock_guard<std::mutex> lock(mu);
-    for (size_t b = 0; b < size_t(bins); ++b) counts[b] += uint64_t(local[b]) + local[stride + b] + local[2 * stride + b] + local[3 * stride + b];
+    for (size_t b = 0; b < size_t(bins); ++b) counts[b] += local[b];
   });
   h.counts.assign(counts.begin(), counts.end());
   return h;

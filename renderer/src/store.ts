@@ -247,8 +247,8 @@ export function createWorkbenchStore(transport: Transport): WorkbenchStore {
       if (!s.selectedModel || !s.selectedTensor) return;
       const model = s.selectedModel;
       const tensor = s.selectedTensor;
-      // The histogram after the grid: its ~0.5 s of synchronous work on a large tensor would
-      // otherwise hold the grid's reply in the service's socket and delay the heatmap by as much.
+      // The histogram after the grid: the heatmap is what the reviewer looks at first, and the
+      // histogram's read of the whole tensor and its two passes would compete with it for the cores.
       await loadGrid();
       if (get().selectedModel !== model || get().selectedTensor !== tensor) return;
       const h = await call('tensor.histogram', { modelId: model, tensor });

@@ -186,13 +186,11 @@ async function layoutOfFolder(dir: string, modelId: string, allowSubfolder: bool
 export async function shadowedIndex(pathArg: string): Promise<string | null> {
   const abs = path.resolve(pathArg);
   if (!(await statOrNull(abs))?.isDirectory()) return null;
-  let dir = abs;
-  if (!(await isFile(path.join(dir, SINGLE)))) {
-    const sub = await sentenceTransformerSubfolder(abs);
-    if (!sub) return null;
-    dir = sub;
-  }
-  return (await isFile(path.join(dir, SINGLE))) && (await isFile(path.join(dir, INDEX))) ? path.join(dir, INDEX) : null;
+  // The folder openCheckpoint reads (a sentence-transformers subfolder included); its errors are openCheckpoint's to report.
+  const layout = await resolveLayout(abs).catch(() => null);
+  if (!layout || layout.single !== path.join(layout.root, SINGLE)) return null;
+  const index = path.join(layout.root, INDEX);
+  return (await isFile(index)) ? index : null;
 }
 
 async function resolveLayout(abs: string): Promise<Layout> {

@@ -73,21 +73,18 @@ export function exitCodeFor(e: CalibscopeError, cancelledBy: CancelSignal = 'SIG
  * profile) and exits with its own status. The error arrives after the write returned, possibly
  * after the command ended, so the guard stays for the life of the process (once per stream).
  */
-const closedPipes = new Map<NodeJS.WriteStream, { closed: boolean }>();
+const guarded = new WeakSet<NodeJS.WriteStream>();
+const closed = new WeakSet<NodeJS.WriteStream>();
 function guardClosedPipe(stream: NodeJS.WriteStream): (text: string) => void {
-  let state = closedPipes.get(stream);
-  if (!state) {
-    const s = { closed: false };
+  if (!guarded.has(stream)) {
+    guarded.add(stream);
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EPIPE') throw err;
-      s.closed = true;
+      closed.add(stream);
     });
-    closedPipes.set(stream, s);
-    state = s;
   }
-  const st = state;
   return (text) => {
-    if (!st.closed) stream.write(text);
+    if (!closed.has(stream)) stream.write(text);
   };
 }
 

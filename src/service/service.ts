@@ -270,7 +270,8 @@ export class WorkbenchService {
   // ------------------------------------------------------------------------------------------
   // Per-tensor data
 
-  /** Cached: re-selecting a large tensor took ~0.5 s of CPU each time (30522 × 384). The key holds
+  /** Cached: each computation reads the whole tensor from the checkpoint and scans it twice (tens
+   *  of ms for 30522 × 384), and a reviewer goes back and forth between tensors. The key holds
    *  everything the counts depend on, so a kept re-run, a recalibration, a sign-off or a changed
    *  checkpoint misses rather than serving a stale histogram. */
   private async histogram(modelId: string, tensor: string, bins: number) {

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile } from '../../src/checkpoints/safetensors.js';
+import { native, type SchemeName, type SearchName } from '../../src/native/index.js';
 
 export const FIXTURES = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'reference');
 
@@ -44,6 +45,37 @@ export async function loadTables(file: string): Promise<Record<string, Float32Ar
 }
 
 export const E2M1_GRID = Float64Array.from([0, 0.5, 1, 1.5, 2, 3, 4, 6]);
+
+export type Elem = 'e2m1' | 'e4m3' | 'e5m2';
+export const ELEM_MAX: Record<Elem, number> = { e2m1: 6, e4m3: 448, e5m2: 57344 };
+
+/** The three element grids (non-negative values): E2M1 written out, E4M3 and E5M2 from PyTorch's table. */
+export async function loadGrids(): Promise<Record<Elem, Float64Array>> {
+  const t = await loadTables('fp8_ref.safetensors');
+  return { e2m1: E2M1_GRID, e4m3: Float64Array.from(t.grid_e4m3 as Float32Array), e5m2: Float64Array.from(t.grid_e5m2 as Float32Array) };
+}
+
+/** The blocks of a rows × cols tensor, row by row, the last of a row shorter when cols is not a multiple of bs. */
+export function blocksOf(w: Float32Array, rows: number, cols: number, bs: number): Float32Array[] {
+  const out: Float32Array[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c += bs) out.push(w.subarray(r * cols + c, r * cols + Math.min(cols, c + bs)));
+  }
+  return out;
+}
+
+export function absmax(x: Float32Array): number {
+  let m = 0;
+  for (const v of x) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+/** The engine's search on F32 weights, on the CPU. */
+export function calibrateF32(w: Float32Array, rows: number, cols: number, scheme: SchemeName, blockSize: number, search: SearchName = 'exact', threads = 2) {
+  return native().calibrate(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), {
+    dtype: 'F32', rows, cols, scheme, blockSize, search, threads, backend: 'cpu',
+  });
+}
 
 /** Rounds |v| to the grid: nearest, ties to the even index, saturating at the last value. */
 export function roundToGrid(a: number, grid: Float64Array): number {
